@@ -44,7 +44,7 @@ def _reference_sdpa(queries, keys, values, *, scale, mask=None, sinks=None):
     m = None if (mask is None or causal) else np.array(mask)
     out, _ = reference.reference(np.array(queries), np.array(keys), np.array(values),
                                  scale=scale, causal=causal, mask=m)
-    return mx.array(out.astype(np.float64))
+    return mx.array(out, dtype=queries.dtype)
 
 
 @pytest.fixture(scope="module")
