@@ -118,3 +118,11 @@ def test_skipped_mask_means_top_left_causal(Lq, Lk):
     top_left = torch.ones(Lq, Lk, dtype=torch.bool).tril()
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=top_left)
     torch.testing.assert_close(out, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+def test_importing_mlx_attn_imports_no_plugged_library():
+    import subprocess
+    code = ("import sys, mlx_attn, mlx_attn.integrations; "
+            "print([m for m in ('mlx_lm', 'transformers', 'diffusers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

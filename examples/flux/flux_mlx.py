@@ -31,11 +31,20 @@ def native_attention(q, k, v):
 
 
 def timestep_embedding(t, dim=256, max_period=10000.0):
-    """Sinusoidal embedding, cos half first (diffusers' flip_sin_to_cos=True, shift 0)."""
+    """Sinusoidal embedding, cos half first (diffusers' flip_sin_to_cos=True, shift 0).
+
+    Computed on the host: the angles reach ~1e3 rad (t * 1000), where a float32 sin/cos with a
+    short range reduction loses ~1e-4; the angles themselves are formed in float32 as diffusers
+    forms them, and only sin/cos run in float64.
+    """
     half = dim // 2
-    freqs = mx.exp(-math.log(max_period) * mx.arange(half, dtype=mx.float32) / half)
-    args = t.astype(mx.float32)[:, None] * freqs[None]
-    return mx.concatenate([mx.cos(args), mx.sin(args)], axis=-1)
+    exponent = (np.float32(-math.log(max_period)) * np.arange(half, dtype=np.float32)
+                / np.float32(half)).astype(np.float32)
+    # float32 frequencies, rounded from float64 exp: at t * 1000 one ulp here moves the angle by
+    # ~1e-4, so they must be the float32 values diffusers uses, not a cruder float32 exp
+    freqs = np.exp(exponent.astype(np.float64)).astype(np.float32)
+    args = (np.asarray(t.astype(mx.float32))[:, None] * freqs[None]).astype(np.float64)
+    return mx.array(np.concatenate([np.cos(args), np.sin(args)], axis=-1), dtype=mx.float32)
 
 
 def rope_tables(ids: np.ndarray, axes_dim, theta=10000.0):
