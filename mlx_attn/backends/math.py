@@ -1,0 +1,155 @@
+"""The `math` backend: the SPEC written with plain framework operations.
+
+It runs anywhere (numpy, torch on any device, MLX on any device), is differentiable through
+each framework's own autodiff, and processes queries in chunks so that its extra memory is
+O(chunk x Lk) rather than O(Lq x Lk). GQA is computed by grouping query heads over their kv
+head (a broadcast), never by repeating K/V.
+"""
+from __future__ import annotations
+
+from .. import config
+from ..call import AttentionCall
+from ..frameworks import ops_for
+from .base import Backend
+
+NEG_INF = float("-inf")
+
+
+class MathBackend(Backend):
+    name = "math"
+    priority = 1000
+    fused = False
+    array_kinds = frozenset({"mlx", "torch", "numpy"})
+    dtypes = frozenset({"float16", "bfloat16", "float32", "float64"})
+    features = frozenset({"causal", "mask", "window", "softcap", "lse", "varlen", "backward",
+                          "gqa", "dv"})
+    summary = "any array kind and device, every feature; chunked over queries"
+
+    def forward(self, call: AttentionCall):
+        return attention_bhld(call, call.q, call.k, call.v, call.mask)
+
+    def forward_varlen(self, call: AttentionCall):
+        ops = ops_for(call.kind)
+        outs, lses = [], []
+        cq, ck = call.seqlens_q, call.seqlens_k
+        for s in range(len(cq) - 1):
+            # one sequence as a B=1 bhld call: [L, H, D] -> [1, H, L, D]
+            q, k, v = (ops.swapaxes(x[a:b], 0, 1)[None] for x, a, b in
+                       ((call.q, cq[s], cq[s + 1]), (call.k, ck[s], ck[s + 1]),
+                        (call.v, ck[s], ck[s + 1])))
+            out, lse = attention_bhld(call, q, k, v, None)
+            outs.append(ops.swapaxes(out[0], 0, 1))
+            lses.append(lse[0] if lse is not None else None)
+        if not outs:  # no sequences at all
+            out = ops.full((0, call.Hq, call.Dv), 0.0, call.dtype, call.q)
+            lse = ops.full((call.Hq, 0), NEG_INF, "float32", call.q)
+        else:
+            out = ops.concat(outs, 0)
+            lse = ops.concat(lses, 1) if call.return_lse else None
+        return out, lse if call.return_lse else None
+
+
+def chunk_rows(call: AttentionCall) -> int:
+    """How many query rows to process at once (at least 1)."""
+    setting = config.chunk_setting()
+    if setting == 0:
+        return max(call.Lq, 1)
+    if setting is None:
+        per_row = max(call.B * call.Hq * call.Lk, 1)
+        return max(16, config.AUTO_CHUNK_ELEMENTS // per_row)
+    return setting
+
+
+def attention_bhld(call: AttentionCall, q, k, v, mask):
+    """out [B, Hq, Lq, Dv] in q's dtype, and lse [B, Hq, Lq] float32 if asked."""
+    ops = ops_for(call.kind)
+    B, Hq, Lq, _ = q.shape
+    Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
+    G = Hq // Hkv
+    compute = "float64" if call.dtype == "float64" else "float32"
+    if Lq == 0 or Lk == 0:
+        out = ops.full((B, Hq, Lq, Dv), 0.0, call.dtype, q)
+        lse = ops.full((B, Hq, Lq), NEG_INF, "float32", q)
+        return out, (lse if call.return_lse else None)
+    # kv heads get a singleton group axis; query heads are grouped under their kv head
+    kt = ops.swapaxes(ops.reshape(ops.astype(k, compute), (B, Hkv, 1, Lk, k.shape[3])), -1, -2)
+    vc = ops.reshape(ops.astype(v, compute), (B, Hkv, 1, Lk, Dv))
+    step = chunk_rows(call)
+    outs, lses = [], []
+    for start in range(0, Lq, step):
+        stop = min(start + step, Lq)
+        out, lse = _chunk(call, ops, q, kt, vc, mask, start, stop, compute, G, Lq, Lk)
+        outs.append(out)
+        lses.append(lse)
+    out = outs[0] if len(outs) == 1 else ops.concat(outs, 2)
+    lse = (lses[0] if len(lses) == 1 else ops.concat(lses, 2)) if call.return_lse else None
+    return out, lse
+
+
+def _chunk(call, ops, q, kt, vc, mask, start, stop, compute, G, Lq, Lk):
+    B, Hq, _, D = q.shape
+    Hkv, Dv = kt.shape[1], vc.shape[-1]
+    n = stop - start
+    qc = ops.reshape(ops.astype(q[:, :, start:stop], compute), (B, Hkv, G, n, D))
+
+    # 1. scores, scaled
+    s = (qc @ kt) * call.scale                                   # [B, Hkv, G, n, Lk]
+    # 2. softcap
+    if call.softcap is not None:
+        s = ops.tanh(s / call.softcap) * call.softcap
+    # 3. mask: bool keeps True, floating is added
+    if mask is not None:
+        m = _mask_rows(ops, mask, start, stop, Hq, Hkv, G)
+        if call.mask_kind == "bool":
+            s = ops.where(m, s, NEG_INF)
+        else:
+            s = s + ops.astype(m, compute)
+    # 4-5. causal and window, bottom-right aligned
+    allowed = _allowed(call, ops, q, start, stop, Lq, Lk)
+    if allowed is not None:
+        s = ops.where(allowed, s, NEG_INF)
+    # 6. softmax in float32 (float64 for float64 inputs); fully removed rows give p = 0
+    row_max = ops.amax(s, -1)
+    row_max = ops.where(row_max == NEG_INF, 0.0, row_max)
+    e = ops.exp(s - row_max)
+    denom = ops.sum(e, -1)
+    p = e / ops.where(denom == 0, 1.0, denom)
+    # 7. weighted sum of values
+    out = ops.reshape(p @ vc, (B, Hq, n, Dv))
+    lse = None
+    if call.return_lse:
+        lse = ops.astype(ops.reshape(ops.log(denom) + row_max, (B, Hq, n)), "float32")
+    return ops.astype(out, call.dtype), lse
+
+
+def _mask_rows(ops, mask, start, stop, Hq, Hkv, G):
+    """The mask's rows for this chunk, shaped to broadcast over [B, Hkv, G, n, Lk]."""
+    mB, mH, mLq, mLk = mask.shape
+    if mLq != 1:
+        mask = mask[:, :, start:stop]
+    rows = mask.shape[2]
+    if mH == Hq and Hq != 1:
+        return ops.reshape(mask, (mB, Hkv, G, rows, mLk))
+    return ops.reshape(mask, (mB, 1, 1, rows, mLk))
+
+
+def _allowed(call, ops, q, start, stop, Lq, Lk):
+    """Bool [n, Lk] of keys allowed by causal and window, or None when both are off."""
+    if not call.causal and call.window is None:
+        return None
+    off = Lk - Lq
+    i = ops.reshape(ops.arange(stop - start, q) + (start + off), (stop - start, 1))
+    j = ops.reshape(ops.arange(Lk, q), (1, Lk))
+    allowed = None
+    conds = []
+    if call.causal:
+        conds.append(j <= i)
+    if call.window is not None:
+        left, right = call.window
+        if left >= 0:
+            conds.append(j >= i - left)
+        if right >= 0:
+            conds.append(j <= i + right)
+    for cond in conds:
+        allowed = cond if allowed is None else (allowed & cond)
+    return allowed

@@ -1,0 +1,90 @@
+"""The checked description of one attention call, handed to every backend.
+
+The front end (`validate.py`) builds an `AttentionCall` once per call; backends only read it.
+Arrays in it are already in the "bhld" layout (views, never copies) for the dense call, and in
+the packed `[total, H, D]` layout for varlen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# Every feature a backend may declare. `backward` is requested when torch autograd will need
+# gradients of q, k or v; `gqa` when Hq != Hkv; `dv` when v's head dim differs from q's.
+FEATURES = ("causal", "mask", "window", "softcap", "lse", "varlen", "backward", "gqa", "dv")
+
+
+@dataclass
+class AttentionCall:
+    kind: str                      # "mlx" | "torch" | "numpy"
+    device: str                    # "cpu", "cuda:0", "gpu" (MLX's default device type), ...
+    dtype: str                     # "float16" | "bfloat16" | "float32" | "float64"
+    q: Any                         # bhld: [B, Hq, Lq, D]; varlen: [total_q, Hq, D]
+    k: Any                         # bhld: [B, Hkv, Lk, D]; varlen: [total_k, Hkv, D]
+    v: Any                         # bhld: [B, Hkv, Lk, Dv]; varlen: [total_k, Hkv, Dv]
+    B: int
+    Hq: int
+    Hkv: int
+    Lq: int                        # varlen: total_q
+    Lk: int                        # varlen: total_k
+    D: int
+    Dv: int
+    scale: float
+    causal: bool = False
+    mask: Any = None               # rank 4, broadcastable to [B, Hq, Lq, Lk]; None if absent
+    mask_kind: Optional[str] = None  # "bool" | "additive" | None
+    window: Optional[tuple] = None   # (left, right), -1 = unbounded on that side; None if absent
+    softcap: Optional[float] = None  # c > 0, or None
+    return_lse: bool = False
+    layout: str = "bhld"           # the caller's layout; backends always see bhld
+    requires_grad: bool = False    # torch: autograd will ask for dq/dk/dv
+    # varlen only
+    varlen: bool = False
+    cu_seqlens_q: Any = None       # int32 [n + 1], same array kind as q
+    cu_seqlens_k: Any = None
+    seqlens_q: Optional[list] = field(default=None, repr=False)  # host copies of cu_seqlens
+    seqlens_k: Optional[list] = field(default=None, repr=False)
+    max_seqlen_q: int = 0
+    max_seqlen_k: int = 0
+
+    @property
+    def group(self) -> int:
+        """Query heads per kv head."""
+        return self.Hq // self.Hkv
+
+    @property
+    def offset(self) -> int:
+        """Bottom-right alignment offset Lk - Lq used by causal and window."""
+        return self.Lk - self.Lq
+
+    def features(self) -> set:
+        used = set()
+        if self.causal:
+            used.add("causal")
+        if self.mask is not None:
+            used.add("mask")
+        if self.window is not None:
+            used.add("window")
+        if self.softcap is not None:
+            used.add("softcap")
+        if self.return_lse:
+            used.add("lse")
+        if self.varlen:
+            used.add("varlen")
+        if self.requires_grad:
+            used.add("backward")
+        if self.Hq != self.Hkv:
+            used.add("gqa")
+        if self.Dv != self.D:
+            used.add("dv")
+        return used
+
+    def flops(self) -> float:
+        """FlashAttention's forward FLOP count: 4 * B * H * Lq * Lk * D, halved when causal."""
+        if self.varlen:
+            pairs = sum((cq1 - cq0) * (ck1 - ck0) for cq0, cq1, ck0, ck1 in
+                        zip(self.seqlens_q, self.seqlens_q[1:], self.seqlens_k, self.seqlens_k[1:]))
+            total = 2.0 * self.Hq * pairs * (self.D + self.Dv)
+        else:
+            total = 2.0 * self.B * self.Hq * self.Lq * self.Lk * (self.D + self.Dv)
+        return total / 2 if self.causal else total

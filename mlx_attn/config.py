@@ -1,0 +1,44 @@
+"""Environment settings, read once per process and cached.
+
+MLX_ATTN        auto | flash | math | <backend name>   (default auto)
+MLX_ATTN_CHUNK  <n> | 0 | off                          (default: automatic chunking)
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+# Without MLX_ATTN_CHUNK, the math backend sizes its query chunks so that one chunk's score
+# matrix holds at most this many elements (256 MB in float32).
+AUTO_CHUNK_ELEMENTS = 1 << 26
+
+
+@functools.cache
+def requested_backend() -> str:
+    return os.environ.get("MLX_ATTN", "auto").strip().lower() or "auto"
+
+
+@functools.cache
+def chunk_setting() -> int | None:
+    """Rows per math chunk; 0 means no chunking; None means automatic."""
+    raw = os.environ.get("MLX_ATTN_CHUNK", "").strip().lower()
+    if raw == "":
+        return None
+    if raw in ("0", "off", "none", "false"):
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"MLX_ATTN_CHUNK must be a positive number of query rows, 0 or off, "
+                         f"got {raw!r}")
+    return value
+
+
+def reload() -> None:
+    """Forget the cached environment (for tests and long-running tools)."""
+    requested_backend.cache_clear()
+    chunk_setting.cache_clear()
+    from . import dispatch
+    dispatch.reset_warnings()

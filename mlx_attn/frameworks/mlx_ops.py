@@ -1,0 +1,78 @@
+"""The operations the front end and the math backend need, for MLX arrays."""
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+_DTYPES = {
+    "float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32,
+    "float64": mx.float64, "int32": mx.int32, "bool": mx.bool_,
+}
+
+
+class MlxOps:
+    kind = "mlx"
+    grad_capable = True
+
+    def dtype_name(self, x) -> str:
+        return str(x.dtype).removeprefix("mlx.core.")
+
+    def device(self, x) -> str:
+        # MLX arrays carry no device: work runs on the default device's stream.
+        return "gpu" if mx.default_device().type == mx.gpu else "cpu"
+
+    def is_floating(self, x) -> bool:
+        return mx.issubdtype(x.dtype, mx.floating)
+
+    def is_bool(self, x) -> bool:
+        return x.dtype == mx.bool_
+
+    def is_int32(self, x) -> bool:
+        return x.dtype == mx.int32
+
+    def requires_grad(self, *xs) -> bool:
+        # MLX's transforms are invisible from inside a function: backends taking MLX arrays
+        # must support the vjp whenever they are chosen.
+        return False
+
+    def to_host(self, x) -> np.ndarray:
+        return np.array(x)
+
+    def astype(self, x, dtype: str):
+        return x.astype(_DTYPES[dtype])
+
+    def swapaxes(self, x, a: int, b: int):
+        return mx.swapaxes(x, a, b)
+
+    def reshape(self, x, shape):
+        return mx.reshape(x, shape)
+
+    def concat(self, xs, axis: int):
+        return mx.concatenate(xs, axis=axis)
+
+    def full(self, shape, value, dtype: str, like):
+        return mx.full(shape, value, dtype=_DTYPES[dtype])
+
+    def arange(self, n: int, like):
+        return mx.arange(n)
+
+    def exp(self, x):
+        return mx.exp(x)
+
+    def log(self, x):
+        return mx.log(x)
+
+    def tanh(self, x):
+        return mx.tanh(x)
+
+    def where(self, cond, a, b):
+        return mx.where(cond, a, b)
+
+    def amax(self, x, axis: int):
+        return mx.max(x, axis=axis, keepdims=True)
+
+    def sum(self, x, axis: int):
+        return mx.sum(x, axis=axis, keepdims=True)
+
+
+OPS = MlxOps()

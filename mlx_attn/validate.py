@@ -1,0 +1,219 @@
+"""Input checks: turn the caller's arguments into an `AttentionCall`, or raise a clear error.
+
+Every error names the argument, what it got and what is allowed (SPEC "Bad input").
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .call import AttentionCall
+from .frameworks import kind_of, ops_for
+
+LAYOUTS = ("bhld", "blhd")
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _describe(x) -> str:
+    return f"{type(x).__module__}.{type(x).__name__}"
+
+
+def _arrays(named: dict):
+    """Check that all arrays are of one supported kind on one device; return (kind, ops, device)."""
+    first_name, first = next(iter(named.items()))
+    kind = kind_of(first)
+    if kind is None:
+        raise TypeError(f"{first_name} must be an mlx.core.array, torch.Tensor or numpy.ndarray, "
+                        f"got {_describe(first)}")
+    ops = ops_for(kind)
+    device = ops.device(first)
+    for name, x in named.items():
+        other = kind_of(x)
+        if other != kind:
+            raise TypeError(f"{name} must be the same array kind as {first_name} ({kind}), "
+                            f"got {_describe(x)}")
+        if ops.device(x) != device:
+            raise ValueError(f"{name} is on device {ops.device(x)} but {first_name} is on "
+                             f"{device}; all inputs must be on one device")
+    return kind, ops, device
+
+
+def _float_dtype(ops, named: dict) -> str:
+    dtype = None
+    for name, x in named.items():
+        got = ops.dtype_name(x)
+        if got not in FLOAT_DTYPES:
+            raise TypeError(f"{name} has dtype {got}; allowed: {', '.join(FLOAT_DTYPES)}")
+        if dtype is None:
+            dtype, first = got, name
+        elif got != dtype:
+            raise TypeError(f"{name} has dtype {got} but {first} has {dtype}; q, k and v must "
+                            f"share one dtype")
+    return dtype
+
+
+def _rank(x, name: str, rank: int, shape_doc: str):
+    if len(x.shape) != rank:
+        raise ValueError(f"{name} must have rank {rank} ({shape_doc}), got shape "
+                         f"{tuple(x.shape)}")
+
+
+def _scale(scale, D: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(D) if D > 0 else 1.0
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {scale!r}")
+    if not math.isfinite(float(scale)):
+        raise ValueError(f"scale must be finite, got {scale!r}")
+    return float(scale)
+
+
+def _softcap(softcap):
+    if softcap is None:
+        return None
+    if isinstance(softcap, bool) or not isinstance(softcap, numbers.Real):
+        raise TypeError(f"softcap must be a positive number or None, got {softcap!r}")
+    c = float(softcap)
+    if c == 0.0:
+        return None  # FlashAttention's convention: 0 turns softcapping off
+    if not (math.isfinite(c) and c > 0):
+        raise ValueError(f"softcap must be a finite number > 0 (or 0/None for off), got {softcap!r}")
+    return c
+
+
+def _window(window):
+    if window is None:
+        return None
+    if isinstance(window, numbers.Integral) and not isinstance(window, bool):
+        pair = (int(window), 0)
+    elif (isinstance(window, (tuple, list)) and len(window) == 2
+          and all(isinstance(w, numbers.Integral) and not isinstance(w, bool) for w in window)):
+        pair = (int(window[0]), int(window[1]))
+    else:
+        raise TypeError(f"window must be an int or a (left, right) pair of ints, got {window!r}")
+    if any(w < -1 for w in pair):
+        raise ValueError(f"window sides must be >= 0, or -1 for unbounded, got {window!r}")
+    return pair
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _mask(mask, ops, kind, device, target):
+    """Check a mask against [B, Hq, Lq, Lk]; return (rank-4 view, "bool" | "additive")."""
+    if mask is None:
+        return None, None
+    if kind_of(mask) != kind:
+        raise TypeError(f"mask must be the same array kind as q ({kind}), got {_describe(mask)}")
+    if ops.device(mask) != device:
+        raise ValueError(f"mask is on device {ops.device(mask)} but q is on {device}")
+    if ops.is_bool(mask):
+        mask_kind = "bool"
+    elif ops.is_floating(mask):
+        mask_kind = "additive"
+    else:
+        raise TypeError(f"mask must be bool (True keeps) or floating (added to the scores), "
+                        f"got dtype {ops.dtype_name(mask)}")
+    shape = tuple(mask.shape)
+    names = ("B", "Hq", "Lq", "Lk")
+    if len(shape) > 4 or any(m not in (1, t) for m, t in zip(shape[::-1], target[::-1])):
+        raise ValueError(f"mask of shape {shape} is not broadcastable to [B, Hq, Lq, Lk] = "
+                         f"{list(target)}; each of its trailing dims ({', '.join(names)}) must "
+                         f"be 1 or that size")
+    if len(shape) < 4:
+        mask = ops.reshape(mask, (1,) * (4 - len(shape)) + shape)
+    return mask, mask_kind
+
+
+def check_dense(q, k, v, *, scale, causal, mask, window, softcap, return_lse,
+                layout) -> AttentionCall:
+    kind, ops, device = _arrays({"q": q, "k": k, "v": v})
+    dtype = _float_dtype(ops, {"q": q, "k": k, "v": v})
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    doc = "[B, H, L, D]" if layout == "bhld" else "[B, L, H, D]"
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        _rank(x, name, 4, doc)
+    if layout == "blhd":
+        q, k, v = (ops.swapaxes(x, 1, 2) for x in (q, k, v))
+    (B, Hq, Lq, D), (Bk, Hkv, Lk, Dk), (Bv, Hv, Lv, Dv) = q.shape, k.shape, v.shape
+    _same_dims(q.shape, k.shape, v.shape)
+    target = (B, Hq, Lq, Lk)
+    mask, mask_kind = _mask(mask, ops, kind, device, target)
+    return AttentionCall(
+        kind=kind, device=device, dtype=dtype, q=q, k=k, v=v,
+        B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv, scale=_scale(scale, D),
+        causal=_flag(causal, "causal"), mask=mask, mask_kind=mask_kind, window=_window(window),
+        softcap=_softcap(softcap), return_lse=_flag(return_lse, "return_lse"), layout=layout,
+        requires_grad=ops.requires_grad(q, k, v))
+
+
+def _same_dims(qs, ks, vs):
+    """B, D, Hkv and Lk agreement and Hq % Hkv == 0, on bhld-ordered shapes."""
+    (B, Hq, Lq, D), (Bk, Hkv, Lk, Dk), (Bv, Hv, Lv, Dv) = qs, ks, vs
+    if Bk != B or Bv != B:
+        raise ValueError(f"batch sizes differ: q has B={B}, k has B={Bk}, v has B={Bv}")
+    if Dk != D:
+        raise ValueError(f"k has head dim D={Dk} but q has D={D}; they must match")
+    if Hv != Hkv:
+        raise ValueError(f"v has {Hv} heads but k has {Hkv}; k and v must share heads")
+    if Lv != Lk:
+        raise ValueError(f"v has {Lv} keys but k has {Lk}; k and v must have as many keys")
+    if Hkv == 0 or Hq % Hkv:
+        raise ValueError(f"q has {Hq} heads, which is not a multiple of k's {Hkv} heads "
+                         f"(GQA needs Hq % Hkv == 0)")
+
+
+def _cu_seqlens(cu, name: str, ops, kind: str, total: int, total_name: str):
+    if kind_of(cu) != kind:
+        raise TypeError(f"{name} must be the same array kind as q ({kind}), got {_describe(cu)}")
+    if not ops.is_int32(cu) or len(cu.shape) != 1:
+        raise TypeError(f"{name} must be a 1-D int32 array [n + 1], got dtype "
+                        f"{ops.dtype_name(cu)} and shape {tuple(cu.shape)}")
+    host = ops.to_host(cu).astype(np.int64)
+    if host.size == 0 or host[0] != 0:
+        raise ValueError(f"{name} must start at 0, got {host[:4].tolist()}...")
+    if np.any(np.diff(host) < 0):
+        raise ValueError(f"{name} must be non-decreasing, got {host.tolist()}")
+    if host[-1] != total:
+        raise ValueError(f"{name} must end at {total_name}={total}, got {int(host[-1])}")
+    return host.tolist()
+
+
+def _max_seqlen(value, name: str, lengths) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    longest = max(lengths, default=0)
+    if value < longest:
+        raise ValueError(f"{name}={value} is smaller than the longest sequence ({longest})")
+    return int(value)
+
+
+def check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, scale,
+                 causal, window, softcap, return_lse) -> AttentionCall:
+    kind, ops, device = _arrays({"q": q, "k": k, "v": v, "cu_seqlens_q": cu_seqlens_q,
+                                 "cu_seqlens_k": cu_seqlens_k})
+    dtype = _float_dtype(ops, {"q": q, "k": k, "v": v})
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        _rank(x, name, 3, "[total, H, D]")
+    (Tq, Hq, D), (Tk, Hkv, Dk), (Tv, Hv, Dv) = q.shape, k.shape, v.shape
+    _same_dims((1, Hq, Tq, D), (1, Hkv, Tk, Dk), (1, Hv, Tv, Dv))
+    seq_q = _cu_seqlens(cu_seqlens_q, "cu_seqlens_q", ops, kind, Tq, "total_q")
+    seq_k = _cu_seqlens(cu_seqlens_k, "cu_seqlens_k", ops, kind, Tk, "total_k")
+    if len(seq_q) != len(seq_k):
+        raise ValueError(f"cu_seqlens_q has {len(seq_q) - 1} sequences but cu_seqlens_k has "
+                         f"{len(seq_k) - 1}; they must describe the same sequences")
+    max_q = _max_seqlen(max_seqlen_q, "max_seqlen_q", np.diff(seq_q).tolist())
+    max_k = _max_seqlen(max_seqlen_k, "max_seqlen_k", np.diff(seq_k).tolist())
+    return AttentionCall(
+        kind=kind, device=device, dtype=dtype, q=q, k=k, v=v,
+        B=len(seq_q) - 1, Hq=Hq, Hkv=Hkv, Lq=Tq, Lk=Tk, D=D, Dv=Dv, scale=_scale(scale, D),
+        causal=_flag(causal, "causal"), window=_window(window), softcap=_softcap(softcap),
+        return_lse=_flag(return_lse, "return_lse"), requires_grad=ops.requires_grad(q, k, v),
+        varlen=True, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, seqlens_q=seq_q,
+        seqlens_k=seq_k, max_seqlen_q=max_q, max_seqlen_k=max_k)
