@@ -11,14 +11,16 @@ See docs/msl_emulator.md.
 from .errors import MetalCompileError, MetalEmulatorError, MetalTranslateError
 from .kernel import EmulatedKernel, metal_kernel
 from .options import emulator_options
-from .patch import patched_metal_kernel
+from .patch import emulation_requested, metal_kernel_factory, patched_metal_kernel
 
 __all__ = [
     "EmulatedKernel",
     "MetalCompileError",
     "MetalEmulatorError",
     "MetalTranslateError",
+    "emulation_requested",
     "emulator_options",
     "metal_kernel",
+    "metal_kernel_factory",
     "patched_metal_kernel",
 ]

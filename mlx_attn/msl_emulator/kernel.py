@@ -16,9 +16,29 @@ _sources: dict[str, tuple[int, KernelSource]] = {}
 _sources_lock = threading.Lock()
 
 
+def _with_line_markers(body: str, ks: KernelSource) -> str:
+    """#line markers so compiler messages and hazard reports say "source line N"
+    (line N of the `source` string), "header line N" or "signature line N"."""
+    lines = body.split("\n")
+    marks = {ks.body_line: "source"}
+    if ks.signature_line >= 0:
+        marks[ks.signature_line] = "signature"
+        if ks.signature_line > 0:
+            marks[0] = "header"
+    else:  # the header's last line runs into the signature
+        marks[0] = "header"
+    out = []
+    for i, line in enumerate(lines):
+        if i in marks:
+            out.append(f'#line 1 "{ks.kernel_name}.{marks[i]}"')
+        out.append(line)
+    return "\n".join(out)
+
+
 def cpp_source(ks: KernelSource, label: str) -> str:
     """The complete C++ translation unit for one kernel instantiation."""
     body, _ = translate(ks.function_source, label)
+    body = _with_line_markers(body, ks)
     args = []
     for i, p in enumerate(ks.params):
         t = f"::metal::atomic<{p.ctype}>" if p.atomic else p.ctype
@@ -34,9 +54,8 @@ def cpp_source(ks: KernelSource, label: str) -> str:
     arglist = ",\n      ".join(args)
     return (
         '#include "msl_shim.h"\n'
-        f'#line 1 "{ks.kernel_name}.metal"\n'
         f"{body}\n"
-        '#line 1 "msl_emulator_glue"\n'
+        '#line 1 "msl_emulator.glue"\n'
         "static void __msl_thread(const msl_thread_info* __ti, const msl_buffer* __b) {\n"
         "  (void)__ti; (void)__b;\n"
         f"  {call}(\n      {arglist});\n"

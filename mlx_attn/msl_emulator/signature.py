@@ -149,6 +149,10 @@ class KernelSource:
     template_args: str  # "<float, 4>" or ""
     params: list[Param] = field(default_factory=list)
     attributes: list[tuple[str, str]] = field(default_factory=list)
+    # 0-based line of function_source where the signature / the body starts
+    # (hazard reports name "header line N" / "source line N").
+    signature_line: int = 0
+    body_line: int = 0
 
 
 def kernel_name(name: str, template_args, inputs: list[InputDesc], output_dtypes) -> str:
@@ -232,4 +236,6 @@ def generate(name, input_names, output_names, source, header, inputs: list[Input
         tdef = write_template(template_args)
         inst = kname + tdef
         full += f'\ntemplate [[host_name("{kname}")]] [[kernel]] decltype({inst}) {inst};\n'
-    return KernelSource(kname, full, fsrc, tdef, params, attrs)
+    body_line = fsrc.count("\n") - source.count("\n") - 2
+    sig_line = header.count("\n") if header.endswith("\n") or not header else -1
+    return KernelSource(kname, full, fsrc, tdef, params, attrs, sig_line, body_line)

@@ -74,6 +74,7 @@ class _Translator:
         src = _DROP_LINE.sub("", src)
         self.toks = tokenize(src)
         self.sig = [i for i, t in enumerate(self.toks) if t.kind not in ("ws", "nl", "comment")]
+        self.orig = [self.toks[i].text for i in self.sig]  # before any rewrite
         self.label = kernel_label
         self.tg_slot = 0
         self.tg_decls: list[str] = []
@@ -250,7 +251,7 @@ class _Translator:
                     end = j
                     break
             j += 1
-        prev = self.text(k - 1)
+        prev = self.orig[k - 1] if k > 0 else ""
         statement_start = k == 0 or prev in (";", "{", "}") or (self.toks[self.sig[k - 1]].pp and not pp)
         if ptr or end is None or self.text(end) != ";" or end == k + 1:
             if not ptr and end is not None and end == k + 1:

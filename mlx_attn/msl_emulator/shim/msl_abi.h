@@ -92,9 +92,9 @@ void* msl_rt_tg_alloc(int slot, size_t size, size_t align, const char* name);
 // Collective exchange among the lanes of the caller's simdgroup. Returns the
 // slots of all 32 lanes (stride MSL_SIMD_SLOT_BYTES); *active gets the mask of
 // lanes that took part, *lane the caller's lane.
-const unsigned char* msl_rt_simd_exchange(const void* value, int nbytes, int op, int line,
+const unsigned char* msl_rt_simd_exchange(const void* value, int nbytes, int op, int line, const char* file,
                                           uint32_t* active, int* lane);
-void msl_rt_threadgroup_barrier(int line);
+void msl_rt_threadgroup_barrier(int line, const char* file);
 int msl_rt_lane(void);
 __attribute__((noreturn)) void msl_rt_fail(const char* what);
 __attribute__((noreturn)) void msl_rt_oob(const msl_buffer* buf, const void* lo, const void* hi,

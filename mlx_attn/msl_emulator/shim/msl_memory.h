@@ -123,10 +123,12 @@ enum class mem_flags : unsigned {
 };
 inline mem_flags operator|(mem_flags a, mem_flags b) { return mem_flags((unsigned)a | (unsigned)b); }
 
-inline void threadgroup_barrier(mem_flags, int line = __builtin_LINE()) { msl_rt_threadgroup_barrier(line); }
-inline void simdgroup_barrier(mem_flags, int line = __builtin_LINE()) {
+inline void threadgroup_barrier(mem_flags, int line = __builtin_LINE(), const char* file = __builtin_FILE()) {
+  msl_rt_threadgroup_barrier(line, file);
+}
+inline void simdgroup_barrier(mem_flags, int line = __builtin_LINE(), const char* file = __builtin_FILE()) {
   uint32_t active; int lane;
-  msl_rt_simd_exchange(nullptr, 0, MSL_OP_simdgroup_barrier, line, &active, &lane);
+  msl_rt_simd_exchange(nullptr, 0, MSL_OP_simdgroup_barrier, line, file, &active, &lane);
 }
 
 // ---------------------------------------------------------------- atomics

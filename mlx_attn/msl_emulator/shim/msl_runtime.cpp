@@ -38,6 +38,7 @@ struct Fiber {
   char* stack_hi;
   char* guard_lo;
   int state, wait_op, wait_line, wait_gen;
+  const char* wait_file;
   int sg, lane;
   uint32_t tid;
   msl_thread_info info;
@@ -49,6 +50,7 @@ struct Fiber {
 struct SimdGroup {
   int live, arrived, at_barrier, gen;
   int op, line, first_lane;
+  const char* file;
   uint32_t arrived_mask;
   uint32_t masks[2];
   alignas(64) unsigned char data[2][MSL_SIMD_WIDTH][MSL_SIMD_SLOT_BYTES];
@@ -74,6 +76,7 @@ struct Worker {
   size_t stack_map = 0, stack_stride = 0;
   // state of the threadgroup being run
   int n = 0, live = 0, exited = 0, arrived = 0, barrier_line = -1, barrier_first = -1;
+  const char* barrier_file = "";
   uint32_t tgpos[3] = {0, 0, 0};
   unsigned char* arena = nullptr;
   long arena_cap = 0, arena_used = 0, tg_bytes = 0, slot_gen = 0;
@@ -177,6 +180,16 @@ static const char* op_name(int op) {
   return (op >= 0 && op < MSL_OP_COUNT) ? names[op] : "?";
 }
 
+// "source line 4" / "header line 2": the kernel source carries #line markers.
+static std::string site(const char* file, int line) {
+  const char* dot = file ? strrchr(file, '.') : nullptr;
+  return fmt("%s line %d", dot ? dot + 1 : "source", line);
+}
+
+static bool same_site(const char* f1, int l1, const char* f2, int l2) {
+  return l1 == l2 && (f1 == f2 || (f1 && f2 && strcmp(f1, f2) == 0));
+}
+
 static std::string pos3(const uint32_t* p) { return fmt("(%u,%u,%u)", p[0], p[1], p[2]); }
 
 static std::string where(const Worker* w, const Fiber* f) {
@@ -227,14 +240,14 @@ __attribute__((noreturn)) static void fail_here(const std::string& what) {
 static void resolve_simd(Worker* w, SimdGroup& s, int sgi) {
   if (s.arrived == 0 || s.arrived + s.at_barrier < s.live) return;
   if (s.at_barrier > 0) {
-    fail_here(fmt("divergent control flow in simdgroup %d: lanes %s wait in %s (line %d) while lanes %s wait "
-                  "at threadgroup_barrier (line %d); SIMD-group functions must be reached by every active lane "
+    fail_here(fmt("divergent control flow in simdgroup %d: threads %s wait in %s (%s) while threads %s wait "
+                  "at threadgroup_barrier (%s); SIMD-group functions must be reached by every active lane "
                   "and barriers by every thread",
                   sgi,
                   thread_list(w, [&](const Fiber& f) { return (int)f.tid / MSL_SIMD_WIDTH == sgi && f.state == F_SIMD; }).c_str(),
-                  op_name(s.op), s.line,
+                  op_name(s.op), site(s.file, s.line).c_str(),
                   thread_list(w, [&](const Fiber& f) { return (int)f.tid / MSL_SIMD_WIDTH == sgi && f.state == F_BARRIER; }).c_str(),
-                  w->barrier_line));
+                  site(w->barrier_file, w->barrier_line).c_str()));
   }
   s.masks[s.gen & 1] = s.arrived_mask;
   for (int l = 0; l < MSL_SIMD_WIDTH; ++l)
@@ -245,7 +258,7 @@ static void resolve_simd(Worker* w, SimdGroup& s, int sgi) {
 }
 
 extern "C" const unsigned char* msl_rt_simd_exchange(const void* value, int nbytes, int op, int line,
-                                                     uint32_t* active, int* lane) {
+                                                     const char* file, uint32_t* active, int* lane) {
   Worker* w = tl_w;
   Fiber* f = w->cur;
   SimdGroup& s = w->sgs[f->sg];
@@ -254,17 +267,20 @@ extern "C" const unsigned char* msl_rt_simd_exchange(const void* value, int nbyt
   if (s.arrived == 0) {
     s.op = op;
     s.line = line;
+    s.file = file;
     s.first_lane = f->lane;
-  } else if (s.op != op || s.line != line) {
-    fail_here(fmt("divergent SIMD-group functions in simdgroup %d: lane %d waits in %s (line %d) but lane %d "
-                  "reached %s (line %d); every active lane must make the same call",
-                  f->sg, s.first_lane, op_name(s.op), s.line, f->lane, op_name(op), line));
+  } else if (s.op != op || !same_site(s.file, s.line, file, line)) {
+    fail_here(fmt("divergent SIMD-group functions in simdgroup %d: lane %d waits in %s (%s) but lane %d "
+                  "reached %s (%s); every active lane must make the same call",
+                  f->sg, s.first_lane, op_name(s.op), site(s.file, s.line).c_str(), f->lane, op_name(op),
+                  site(file, line).c_str()));
   }
   s.arrived++;
   s.arrived_mask |= 1u << f->lane;
   f->state = F_SIMD;
   f->wait_op = op;
   f->wait_line = line;
+  f->wait_file = file;
   f->wait_gen = g;
   resolve_simd(w, s, f->sg);
   if (f->state != F_RUNNABLE) to_scheduler(w, f);
@@ -273,25 +289,27 @@ extern "C" const unsigned char* msl_rt_simd_exchange(const void* value, int nbyt
   return &s.data[g & 1][0][0];
 }
 
-extern "C" void msl_rt_threadgroup_barrier(int line) {
+extern "C" void msl_rt_threadgroup_barrier(int line, const char* file) {
   Worker* w = tl_w;
   Fiber* f = w->cur;
   if (w->exited > 0)
-    fail_here(fmt("threadgroup_barrier (line %d) is not reached by every thread of the threadgroup: threads %s "
+    fail_here(fmt("threadgroup_barrier (%s) is not reached by every thread of the threadgroup: threads %s "
                   "already returned (a barrier in divergent control flow deadlocks or is undefined on the GPU)",
-                  line, thread_list(w, [](const Fiber& x) { return x.state == F_DONE; }).c_str()));
+                  site(file, line).c_str(), thread_list(w, [](const Fiber& x) { return x.state == F_DONE; }).c_str()));
   if (w->arrived == 0) {
     w->barrier_line = line;
+    w->barrier_file = file;
     w->barrier_first = (int)f->tid;
-  } else if (line != w->barrier_line) {
-    fail_here(fmt("divergent threadgroup barriers: threads %s wait at threadgroup_barrier on line %d but this "
-                  "thread reached the one on line %d",
-                  thread_list(w, [](const Fiber& x) { return x.state == F_BARRIER; }).c_str(), w->barrier_line,
-                  line));
+  } else if (!same_site(file, line, w->barrier_file, w->barrier_line)) {
+    fail_here(fmt("divergent threadgroup barriers: threads %s wait at the threadgroup_barrier on %s but this "
+                  "thread reached the one on %s",
+                  thread_list(w, [](const Fiber& x) { return x.state == F_BARRIER; }).c_str(),
+                  site(w->barrier_file, w->barrier_line).c_str(), site(file, line).c_str()));
   }
   w->arrived++;
   f->state = F_BARRIER;
   f->wait_line = line;
+  f->wait_file = file;
   SimdGroup& s = w->sgs[f->sg];
   s.at_barrier++;
   resolve_simd(w, s, f->sg);
@@ -312,9 +330,9 @@ static void on_thread_exit(Worker* w, Fiber* f) {
   s.live--;
   f->state = F_DONE;
   if (w->arrived > 0)
-    fail_here(fmt("thread returned without reaching the threadgroup_barrier (line %d) that threads %s wait at "
+    fail_here(fmt("thread returned without reaching the threadgroup_barrier (%s) that threads %s wait at "
                   "(divergent barrier: this deadlocks or is undefined on the GPU)",
-                  w->barrier_line, thread_list(w, [](const Fiber& x) { return x.state == F_BARRIER; }).c_str()));
+                  site(w->barrier_file, w->barrier_line).c_str(), thread_list(w, [](const Fiber& x) { return x.state == F_BARRIER; }).c_str()));
   resolve_simd(w, s, f->sg);
 }
 

@@ -16,11 +16,11 @@ template <class T> struct simd_view {
   T get(int l) const { T v; __builtin_memcpy((void*)&v, d + l * MSL_SIMD_SLOT_BYTES, sizeof(T)); return v; }
 };
 
-template <class T> inline simd_view<T> xchg(const T& v, int op, int line) {
+template <class T> inline simd_view<T> xchg(const T& v, int op, int line, const char* file) {
   static_assert(sizeof(T) <= MSL_SIMD_SLOT_BYTES, "value too large for a SIMD-group function");
   static_assert(std::is_trivially_copyable<T>::value, "SIMD-group functions need trivially copyable values");
   simd_view<T> s;
-  s.d = msl_rt_simd_exchange(&v, (int)sizeof(T), op, line, &s.active, &s.lane);
+  s.d = msl_rt_simd_exchange(&v, (int)sizeof(T), op, line, file, &s.active, &s.lane);
   return s;
 }
 
@@ -68,66 +68,66 @@ inline void lane_coord(int lane, int& row, int& col) {
 
 namespace metal {
 
-#define MSL_LINE int line = __builtin_LINE()
+#define MSL_LINE int line = __builtin_LINE(), const char* file = __builtin_FILE()
 #define MSL_OP(n) MSL_OP_##n
 
 template <class T> inline T simd_sum(T x, MSL_LINE) {
-  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_sum), line), 32, [](T a, T b) { return T(a + b); }); }
+  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_sum), line, file), 32, [](T a, T b) { return T(a + b); }); }
 template <class T> inline T simd_product(T x, MSL_LINE) {
-  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_product), line), 32, [](T a, T b) { return T(a * b); }); }
+  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_product), line, file), 32, [](T a, T b) { return T(a * b); }); }
 template <class T> inline T simd_max(T x, MSL_LINE) {
-  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_max), line), 32, [](T a, T b) { return T(max(a, b)); }); }
+  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_max), line, file), 32, [](T a, T b) { return T(max(a, b)); }); }
 template <class T> inline T simd_min(T x, MSL_LINE) {
-  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_min), line), 32, [](T a, T b) { return T(min(a, b)); }); }
+  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_min), line, file), 32, [](T a, T b) { return T(min(a, b)); }); }
 template <class T> inline T simd_and(T x, MSL_LINE) {
-  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_and), line), 32, [](T a, T b) { return T(a & b); }); }
+  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_and), line, file), 32, [](T a, T b) { return T(a & b); }); }
 template <class T> inline T simd_or(T x, MSL_LINE) {
-  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_or), line), 32, [](T a, T b) { return T(a | b); }); }
+  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_or), line, file), 32, [](T a, T b) { return T(a | b); }); }
 template <class T> inline T simd_xor(T x, MSL_LINE) {
-  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_xor), line), 32, [](T a, T b) { return T(a ^ b); }); }
+  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(simd_xor), line, file), 32, [](T a, T b) { return T(a ^ b); }); }
 
 template <class T> inline T simd_prefix_inclusive_sum(T x, MSL_LINE) {
-  return msl_emu::prefix(msl_emu::xchg(x, MSL_OP(simd_prefix_inclusive_sum), line), true, T(0), [](T a, T b) { return T(a + b); }); }
+  return msl_emu::prefix(msl_emu::xchg(x, MSL_OP(simd_prefix_inclusive_sum), line, file), true, T(0), [](T a, T b) { return T(a + b); }); }
 template <class T> inline T simd_prefix_exclusive_sum(T x, MSL_LINE) {
-  return msl_emu::prefix(msl_emu::xchg(x, MSL_OP(simd_prefix_exclusive_sum), line), false, T(0), [](T a, T b) { return T(a + b); }); }
+  return msl_emu::prefix(msl_emu::xchg(x, MSL_OP(simd_prefix_exclusive_sum), line, file), false, T(0), [](T a, T b) { return T(a + b); }); }
 template <class T> inline T simd_prefix_inclusive_product(T x, MSL_LINE) {
-  return msl_emu::prefix(msl_emu::xchg(x, MSL_OP(simd_prefix_inclusive_product), line), true, T(1), [](T a, T b) { return T(a * b); }); }
+  return msl_emu::prefix(msl_emu::xchg(x, MSL_OP(simd_prefix_inclusive_product), line, file), true, T(1), [](T a, T b) { return T(a * b); }); }
 template <class T> inline T simd_prefix_exclusive_product(T x, MSL_LINE) {
-  return msl_emu::prefix(msl_emu::xchg(x, MSL_OP(simd_prefix_exclusive_product), line), false, T(1), [](T a, T b) { return T(a * b); }); }
+  return msl_emu::prefix(msl_emu::xchg(x, MSL_OP(simd_prefix_exclusive_product), line, file), false, T(1), [](T a, T b) { return T(a * b); }); }
 
 template <class T> inline T simd_shuffle(T x, ushort src, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle), line); return msl_emu::read_lane(s, src); }
+  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle), line, file); return msl_emu::read_lane(s, src); }
 template <class T> inline T simd_broadcast(T x, ushort src, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(simd_broadcast), line); return msl_emu::read_lane(s, src); }
+  auto s = msl_emu::xchg(x, MSL_OP(simd_broadcast), line, file); return msl_emu::read_lane(s, src); }
 template <class T> inline T simd_shuffle_xor(T x, ushort mask, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_xor), line); return msl_emu::read_lane(s, s.lane ^ mask); }
+  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_xor), line, file); return msl_emu::read_lane(s, s.lane ^ mask); }
 // The upper `delta` lanes keep their own value (no wrap-around), as specified.
 template <class T> inline T simd_shuffle_down(T x, ushort delta, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_down), line);
+  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_down), line, file);
   int src = s.lane + delta; return src >= MSL_SIMD_WIDTH ? x : msl_emu::read_lane(s, src); }
 template <class T> inline T simd_shuffle_up(T x, ushort delta, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_up), line);
+  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_up), line, file);
   int src = s.lane - (int)delta; return src < 0 ? x : msl_emu::read_lane(s, src); }
 template <class T> inline T simd_shuffle_rotate_down(T x, ushort delta, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_rotate_down), line);
+  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_rotate_down), line, file);
   return msl_emu::read_lane(s, (s.lane + delta) % MSL_SIMD_WIDTH); }
 template <class T> inline T simd_shuffle_rotate_up(T x, ushort delta, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_rotate_up), line);
+  auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_rotate_up), line, file);
   return msl_emu::read_lane(s, ((s.lane - (int)delta) % MSL_SIMD_WIDTH + MSL_SIMD_WIDTH) % MSL_SIMD_WIDTH); }
 template <class T> inline T simd_shuffle_and_fill_down(T x, T fill, ushort delta, MSL_LINE) {
   struct P { T a, b; } p{x, fill};
-  auto s = msl_emu::xchg(p, MSL_OP(simd_shuffle_and_fill_down), line);
+  auto s = msl_emu::xchg(p, MSL_OP(simd_shuffle_and_fill_down), line, file);
   int src = s.lane + delta;
   P q = msl_emu::read_lane(s, src % MSL_SIMD_WIDTH);
   return src < MSL_SIMD_WIDTH ? q.a : q.b; }
 template <class T> inline T simd_shuffle_and_fill_up(T x, T fill, ushort delta, MSL_LINE) {
   struct P { T a, b; } p{x, fill};
-  auto s = msl_emu::xchg(p, MSL_OP(simd_shuffle_and_fill_up), line);
+  auto s = msl_emu::xchg(p, MSL_OP(simd_shuffle_and_fill_up), line, file);
   int src = s.lane - (int)delta;
   P q = msl_emu::read_lane(s, (src + MSL_SIMD_WIDTH) % MSL_SIMD_WIDTH);
   return src >= 0 ? q.a : q.b; }
 template <class T> inline T simd_broadcast_first(T x, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(simd_broadcast_first), line);
+  auto s = msl_emu::xchg(x, MSL_OP(simd_broadcast_first), line, file);
   return s.get(__builtin_ctz(s.active)); }
 
 struct simd_vote {
@@ -139,39 +139,39 @@ struct simd_vote {
   bool any() const { return v != 0; }
 };
 inline simd_vote simd_ballot(bool c, MSL_LINE) {
-  auto s = msl_emu::xchg(c, MSL_OP(simd_ballot), line);
+  auto s = msl_emu::xchg(c, MSL_OP(simd_ballot), line, file);
   uint64_t v = 0; for (int l = 0; l < MSL_SIMD_WIDTH; ++l) if (s.on(l) && s.get(l)) v |= 1ull << l;
   return simd_vote(v, s.active); }
 inline bool simd_all(bool c, MSL_LINE) {
-  auto s = msl_emu::xchg(c, MSL_OP(simd_all), line);
+  auto s = msl_emu::xchg(c, MSL_OP(simd_all), line, file);
   for (int l = 0; l < MSL_SIMD_WIDTH; ++l) if (s.on(l) && !s.get(l)) return false; return true; }
 inline bool simd_any(bool c, MSL_LINE) {
-  auto s = msl_emu::xchg(c, MSL_OP(simd_any), line);
+  auto s = msl_emu::xchg(c, MSL_OP(simd_any), line, file);
   for (int l = 0; l < MSL_SIMD_WIDTH; ++l) if (s.on(l) && s.get(l)) return true; return false; }
 inline bool simd_is_first(MSL_LINE) {
-  auto s = msl_emu::xchg(0, MSL_OP(simd_is_first), line); return s.lane == __builtin_ctz(s.active); }
+  auto s = msl_emu::xchg(0, MSL_OP(simd_is_first), line, file); return s.lane == __builtin_ctz(s.active); }
 
 // ---- quad-group functions (4 consecutive lanes)
 template <class T> inline T quad_shuffle(T x, ushort q, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(quad_shuffle), line); return msl_emu::read_lane(s, (s.lane & ~3) + (q & 3)); }
+  auto s = msl_emu::xchg(x, MSL_OP(quad_shuffle), line, file); return msl_emu::read_lane(s, (s.lane & ~3) + (q & 3)); }
 template <class T> inline T quad_broadcast(T x, ushort q, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(quad_broadcast), line); return msl_emu::read_lane(s, (s.lane & ~3) + (q & 3)); }
+  auto s = msl_emu::xchg(x, MSL_OP(quad_broadcast), line, file); return msl_emu::read_lane(s, (s.lane & ~3) + (q & 3)); }
 template <class T> inline T quad_shuffle_xor(T x, ushort m, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(quad_shuffle_xor), line); return msl_emu::read_lane(s, (s.lane & ~3) | ((s.lane ^ m) & 3)); }
+  auto s = msl_emu::xchg(x, MSL_OP(quad_shuffle_xor), line, file); return msl_emu::read_lane(s, (s.lane & ~3) | ((s.lane ^ m) & 3)); }
 template <class T> inline T quad_shuffle_down(T x, ushort d, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(quad_shuffle_down), line);
+  auto s = msl_emu::xchg(x, MSL_OP(quad_shuffle_down), line, file);
   int q = (s.lane & 3) + d; return q >= 4 ? x : msl_emu::read_lane(s, (s.lane & ~3) + q); }
 template <class T> inline T quad_shuffle_up(T x, ushort d, MSL_LINE) {
-  auto s = msl_emu::xchg(x, MSL_OP(quad_shuffle_up), line);
+  auto s = msl_emu::xchg(x, MSL_OP(quad_shuffle_up), line, file);
   int q = (s.lane & 3) - (int)d; return q < 0 ? x : msl_emu::read_lane(s, (s.lane & ~3) + q); }
 template <class T> inline T quad_sum(T x, MSL_LINE) {
-  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(quad_sum), line), 4, [](T a, T b) { return T(a + b); }); }
+  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(quad_sum), line, file), 4, [](T a, T b) { return T(a + b); }); }
 template <class T> inline T quad_product(T x, MSL_LINE) {
-  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(quad_product), line), 4, [](T a, T b) { return T(a * b); }); }
+  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(quad_product), line, file), 4, [](T a, T b) { return T(a * b); }); }
 template <class T> inline T quad_max(T x, MSL_LINE) {
-  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(quad_max), line), 4, [](T a, T b) { return T(max(a, b)); }); }
+  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(quad_max), line, file), 4, [](T a, T b) { return T(max(a, b)); }); }
 template <class T> inline T quad_min(T x, MSL_LINE) {
-  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(quad_min), line), 4, [](T a, T b) { return T(min(a, b)); }); }
+  return msl_emu::reduce(msl_emu::xchg(x, MSL_OP(quad_min), line, file), 4, [](T a, T b) { return T(min(a, b)); }); }
 
 // ---------------------------------------------------------------- simdgroup_matrix
 // Lane l holds row (l/4 & 4) + (l/2) % 4, columns (l/4 & 2)*2 + (l%2)*2 and +1.
@@ -209,7 +209,7 @@ template <class T, int C, int R, class P>
 inline void simdgroup_load(simdgroup_matrix<T, C, R>& d, P src, ulong elements_per_row = C,
                            vec<ulong, 2> matrix_origin = vec<ulong, 2>(0ul), bool transpose_matrix = false,
                            MSL_LINE) {
-  auto s = msl_emu::xchg(0, MSL_OP(simdgroup_load), line);
+  auto s = msl_emu::xchg(0, MSL_OP(simdgroup_load), line, file);
   detail::check_origin(matrix_origin, transpose_matrix);
   int r, c; msl_emu::lane_coord(s.lane, r, c);
   long base = (long)(matrix_origin.y * elements_per_row + matrix_origin.x);
@@ -223,7 +223,7 @@ template <class T, int C, int R, class P>
 inline void simdgroup_store(const simdgroup_matrix<T, C, R>& a, P dst, ulong elements_per_row = C,
                             vec<ulong, 2> matrix_origin = vec<ulong, 2>(0ul), bool transpose_matrix = false,
                             MSL_LINE) {
-  auto s = msl_emu::xchg(0, MSL_OP(simdgroup_store), line);
+  auto s = msl_emu::xchg(0, MSL_OP(simdgroup_store), line, file);
   detail::check_origin(matrix_origin, transpose_matrix);
   int r, c; msl_emu::lane_coord(s.lane, r, c);
   long base = (long)(matrix_origin.y * elements_per_row + matrix_origin.x);
@@ -241,7 +241,7 @@ inline void simdgroup_multiply_accumulate(simdgroup_matrix<TD, 8, 8>& d, const s
                                           const simdgroup_matrix<TB, 8, 8>& b, const simdgroup_matrix<TC, 8, 8>& c,
                                           MSL_LINE) {
   struct P { vec<TA, 2> a; vec<TB, 2> b; vec<TC, 2> c; } p{a._e, b._e, c._e};
-  auto s = msl_emu::xchg(p, MSL_OP(simdgroup_multiply_accumulate), line);
+  auto s = msl_emu::xchg(p, MSL_OP(simdgroup_multiply_accumulate), line, file);
   if (s.active != 0xFFFFFFFFu) msl_rt_fail("simdgroup_multiply_accumulate needs all 32 lanes of the simdgroup");
   float A[8][8], B[8][8], Cm[8][8];
   for (int l = 0; l < MSL_SIMD_WIDTH; ++l) {
@@ -261,7 +261,7 @@ template <class TD, class TA, class TB>
 inline void simdgroup_multiply(simdgroup_matrix<TD, 8, 8>& d, const simdgroup_matrix<TA, 8, 8>& a,
                                const simdgroup_matrix<TB, 8, 8>& b, MSL_LINE) {
   simdgroup_matrix<TD, 8, 8> z = make_filled_simdgroup_matrix<TD, 8, 8>(TD(0));
-  simdgroup_multiply_accumulate(d, a, b, z, line);
+  simdgroup_multiply_accumulate(d, a, b, z, line, file);
 }
 
 #undef MSL_LINE
