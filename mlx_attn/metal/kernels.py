@@ -127,3 +127,28 @@ class MetalKernels:
             output_shapes=[(Zq, Hq, Ltot, Dv), (Zq, Hq, Ltot)],
             output_dtypes=[q.dtype, mx.float32],
             grid=(nblocks * 32 * wm, Hq, self.batches(cfg, q)), threadgroup=(32 * wm, 1, 1))
+
+    def forward_decode(self, cfg: Config, q, k, v, mask, cu_q, cu_k):
+        Zq, Hq, Ltot, D = q.shape
+        Dv = v.shape[3]
+        max_q = cfg.max_q if cfg.varlen else Ltot
+        max_k = cfg.max_k if cfg.varlen else k.shape[2]
+        nr = 1 if max_q <= 1 else blocks.DECODE_MAX_ROWS
+        wm = blocks.decode_simdgroups(nr, Dv)
+        z = self.batches(cfg, q)
+        nsplit = blocks.decode_splits(max_k, z * Hq)
+        inputs, mtype = self._common(cfg, q, k, v, mask, cu_q, cu_k, nsplit)
+        part_o, part_ml = self.kernel("forward_decode")(
+            inputs=inputs,
+            template=[("T", q.dtype), ("MT", mtype), ("MASK", cfg.mask_kind), ("D", D),
+                      ("DV", Dv), ("NR", nr), ("WM", wm), ("VARLEN", cfg.varlen)],
+            output_shapes=[(z, Hq, nsplit, nr, Dv), (z, Hq, nsplit, nr, 2)],
+            output_dtypes=[mx.float32, mx.float32],
+            grid=(nsplit * 32 * wm, Hq, z), threadgroup=(32 * wm, 1, 1))
+        ip, cu_q = inputs[6], inputs[4]
+        return self.kernel("decode_merge")(
+            inputs=[part_o, part_ml, cu_q, ip],
+            template=[("T", q.dtype), ("NR", nr), ("DV", Dv), ("VARLEN", cfg.varlen)],
+            output_shapes=[(Zq, Hq, Ltot, Dv), (Zq, Hq, Ltot)],
+            output_dtypes=[q.dtype, mx.float32],
+            grid=(128, Hq, z), threadgroup=(128, 1, 1))
