@@ -152,3 +152,35 @@ class MetalKernels:
             output_shapes=[(Zq, Hq, Ltot, Dv), (Zq, Hq, Ltot)],
             output_dtypes=[q.dtype, mx.float32],
             grid=(128, Hq, z), threadgroup=(128, 1, 1))
+
+    # -- backward ---------------------------------------------------------------------------
+    def backward(self, cfg: Config, q, k, v, mask, cu_q, cu_k, out, lse, dout, dlse):
+        """(dq, dk, dv) in the shapes of the bhld views q, k, v (contiguous, q's dtype)."""
+        Zq, Hq, Ltot, D = q.shape
+        Hkv, Lktot, Dv = k.shape[1], k.shape[2], v.shape[3]
+        max_q = cfg.max_q if cfg.varlen else Ltot
+        max_k = cfg.max_k if cfg.varlen else Lktot
+        # delta = rowsum(dO * O); an lse cotangent g adds g * P to dS, i.e. delta - g.
+        delta = mx.sum(dout.astype(mx.float32) * out.astype(mx.float32), axis=-1)
+        if dlse is not None:
+            delta = delta - dlse.astype(mx.float32)
+        delta = mx.contiguous(delta)
+        lse = mx.contiguous(lse)
+        inputs, mtype = self._common(cfg, q, k, v, mask, cu_q, cu_k)
+        inputs += [dout, lse, delta]
+        tile = blocks.tile_rows(D, Dv, q.dtype.size)
+        wm = blocks.SIMDGROUPS
+        z = self.batches(cfg, q)
+        common = [("T", q.dtype), ("MT", mtype), ("MASK", cfg.mask_kind), ("D", D), ("DV", Dv)]
+        (dq,) = self.kernel("backward_dq")(
+            inputs=inputs,
+            template=common + [("BK", tile), ("WM", wm), ("VARLEN", cfg.varlen)],
+            output_shapes=[(Zq, Hq, Ltot, D)], output_dtypes=[q.dtype],
+            grid=(-(-max_q // (8 * wm)) * 32 * wm, Hq, z), threadgroup=(32 * wm, 1, 1))
+        dk, dv = self.kernel("backward_dkv")(
+            inputs=inputs,
+            template=common + [("BQ", tile), ("WM", wm), ("VARLEN", cfg.varlen)],
+            output_shapes=[(Zq, Hkv, Lktot, D), (Zq, Hkv, Lktot, Dv)],
+            output_dtypes=[q.dtype, q.dtype],
+            grid=(-(-max_k // (8 * wm)) * 32 * wm, Hkv, z), threadgroup=(32 * wm, 1, 1))
+        return dq, dk, dv
