@@ -52,6 +52,10 @@ DENSE = [
          opts=dict(causal=True, window=16)),
     Case("d256_fwd", (1, 1, 1, 33, 33, 256, 256), grad=False, opts=dict(causal=True)),
     Case("dv_differs", (1, 2, 1, 7, 33, 128, 64), "float32", grad=True),
+    # the largest tiles of the block table: fp32 at D=256 (8-row tiles), and D=96, 192
+    Case("d256_f32", (1, 2, 1, 17, 17, 256, 256), "float32", opts=dict(causal=True)),
+    Case("d96_bf16", (1, 2, 2, 9, 20, 96, 96), "bfloat16", grad=False),
+    Case("d192_decode", (1, 2, 1, 3, 40, 192, 192), grad=False, opts=dict(window=(9, -1))),
 ]
 
 # (lens_q, lens_k, Hq, Hkv, D, dtype, options, grad)
