@@ -207,7 +207,7 @@ CONV_SOURCE = """
   // x is a transposed view: read it through its shape/strides
   int64_t loc = elem_to_loc(g.y * x_shape[1] + g.x, x_shape, x_strides, x_ndim);
   bool keep = keep_mask[g.y * x_shape[1] + g.x];
-  float val = float(x[loc]) * scale + offset[0];
+  float val = clamp(float(x[loc]) * scale + offset[0], -3.0f, 3.0f);
   out[g.y * x_shape[1] + g.x] = select(-1.0f, val, keep);
   dims[g.y * x_shape[1] + g.x] = int(tpg.x * 100 + tpg.y);
 """
@@ -224,7 +224,7 @@ def test_scalars_bool_and_strided_inputs(dtype):
     out, dims = k(inputs=[x, mx.array(keep), mx.array(2.0), mx.array([0.25])], grid=(5, 7, 1),
                   threadgroup=(4, 4, 1), output_shapes=[(7, 5), (7, 5)], output_dtypes=[mx.float32, mx.int32])
     xv = f32(x)
-    np.testing.assert_array_equal(np.array(out), np.where(keep, xv * 2.0 + 0.25, -1.0).astype(np.float32))
+    np.testing.assert_array_equal(np.array(out), np.where(keep, np.clip(xv * 2.0 + 0.25, -3, 3), -1.0).astype(np.float32))
     # partial threadgroups at the grid's edge report their actual size
     d = np.array(dims)
     assert d[0, 0] == 404 and d[6, 4] == 103 and d[0, 4] == 104 and d[6, 0] == 403
