@@ -228,3 +228,35 @@ def test_scalars_bool_and_strided_inputs(dtype):
     # partial threadgroups at the grid's edge report their actual size
     d = np.array(dims)
     assert d[0, 0] == 404 and d[6, 4] == 103 and d[0, 4] == 104 and d[6, 0] == 403
+
+
+IDIOM_HEADER = """
+constant constexpr int kFoo = 3;
+template <typename T>
+METAL_FUNC float load_scaled(const device T* p, int i, const constant float& s) { return float(p[i]) * s; }
+METAL_FUNC void fill(threadgroup float* buf, uint t) { buf[t] = float(t); }
+"""
+IDIOM_SOURCE = """
+  uint t = thread_position_in_threadgroup.x;
+  threadgroup float buf[64];
+  threadgroup float* bp = buf;
+  fill(bp, t);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  thread float acc[4];
+  #pragma unroll
+  for (short j = 0; j < 4; ++j) acc[j] = bp[(t + j) % 64];
+  const device float4* x4 = (const device float4*)x;
+  float4 q = x4[t / 4];
+  half hm = simd_max(half(q.w));
+  out[t] = load_scaled(x, t, s) + acc[0] + acc[3] * kFoo + precise::exp(0.0f) + metal::fast::exp(0.0f)
+           + dot(q.xy, float2(1.0f, 0.0f)) * 0.0f + float(hm);
+"""
+
+
+def test_header_helpers_pointers_and_vector_loads():
+    k = metal_kernel("emu_test_idioms", ["x", "s"], ["out"], IDIOM_SOURCE, header=IDIOM_HEADER)
+    (o,) = k(inputs=[mx.arange(64, dtype=mx.float32), mx.array(2.0)], template=[("T", mx.float32)],
+             grid=(64, 1, 1), threadgroup=(64, 1, 1), output_shapes=[(64,)], output_dtypes=[mx.float32])
+    t = np.arange(64)
+    simd_max_w = np.where(t < 32, 31.0, 63.0)  # max over each simdgroup of x[4*(t//4) + 3]
+    np.testing.assert_array_equal(np.array(o), t * 2 + t + ((t + 3) % 64) * 3 + 2 + simd_max_w)
