@@ -22,7 +22,7 @@ from .errors import MetalCompileError
 
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
 _SHIM_FILES = ("msl_abi.h", "msl_types.h", "msl_math.h", "msl_memory.h", "msl_simd.h", "msl_shim.h",
-               "msl_runtime.cpp")
+               "msl_fiber_switch.h", "msl_runtime.cpp")
 
 _lock = threading.RLock()
 _runtime = None

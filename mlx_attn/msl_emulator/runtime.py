@@ -49,12 +49,13 @@ def numpy_view(a):
 
 
 class _Mem:
-    """A 64-byte aligned host allocation that keeps a given address % 16."""
+    """A 64-byte aligned host allocation (Metal buffers are at least that aligned;
+    the host copy of an MLX array may be only 8-byte aligned)."""
 
-    def __init__(self, nbytes: int, misalign: int = 0):
+    def __init__(self, nbytes: int):
         self.raw = np.empty(nbytes + 128, dtype=np.uint8)
         base = self.raw.ctypes.data
-        self.addr = (base + 63) // 64 * 64 + misalign
+        self.addr = (base + 63) // 64 * 64
         self.nbytes = nbytes
 
     def view(self, dtype, count):
@@ -86,7 +87,7 @@ def prepare_input(a, ensure_row_contiguous: bool) -> InputData:
         hi_off = sum(s * (n - 1) for s, n in zip(v.strides, v.shape) if s > 0)
         span = hi_off - lo_off + item
     src = v.ctypes.data
-    mem = _Mem(span, src % 16)
+    mem = _Mem(span)
     if span:
         ctypes.memmove(mem.addr, src + lo_off, span)
     strides = [s // item for s in v.strides]

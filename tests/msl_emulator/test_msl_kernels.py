@@ -207,7 +207,7 @@ CONV_SOURCE = """
   // x is a transposed view: read it through its shape/strides
   int64_t loc = elem_to_loc(g.y * x_shape[1] + g.x, x_shape, x_strides, x_ndim);
   bool keep = keep_mask[g.y * x_shape[1] + g.x];
-  float val = float(x[loc]) * scale + offset[0];
+  float val = clamp(float(x[loc]) * scale + offset[0], -3.0f, 3.0f);
   out[g.y * x_shape[1] + g.x] = select(-1.0f, val, keep);
   dims[g.y * x_shape[1] + g.x] = int(tpg.x * 100 + tpg.y);
 """
@@ -224,7 +224,39 @@ def test_scalars_bool_and_strided_inputs(dtype):
     out, dims = k(inputs=[x, mx.array(keep), mx.array(2.0), mx.array([0.25])], grid=(5, 7, 1),
                   threadgroup=(4, 4, 1), output_shapes=[(7, 5), (7, 5)], output_dtypes=[mx.float32, mx.int32])
     xv = f32(x)
-    np.testing.assert_array_equal(np.array(out), np.where(keep, xv * 2.0 + 0.25, -1.0).astype(np.float32))
+    np.testing.assert_array_equal(np.array(out), np.where(keep, np.clip(xv * 2.0 + 0.25, -3, 3), -1.0).astype(np.float32))
     # partial threadgroups at the grid's edge report their actual size
     d = np.array(dims)
     assert d[0, 0] == 404 and d[6, 4] == 103 and d[0, 4] == 104 and d[6, 0] == 403
+
+
+IDIOM_HEADER = """
+constant constexpr int kFoo = 3;
+template <typename T>
+METAL_FUNC float load_scaled(const device T* p, int i, const constant float& s) { return float(p[i]) * s; }
+METAL_FUNC void fill(threadgroup float* buf, uint t) { buf[t] = float(t); }
+"""
+IDIOM_SOURCE = """
+  uint t = thread_position_in_threadgroup.x;
+  threadgroup float buf[64];
+  threadgroup float* bp = buf;
+  fill(bp, t);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  thread float acc[4];
+  #pragma unroll
+  for (short j = 0; j < 4; ++j) acc[j] = bp[(t + j) % 64];
+  const device float4* x4 = (const device float4*)x;
+  float4 q = x4[t / 4];
+  half hm = simd_max(half(q.w));
+  out[t] = load_scaled(x, t, s) + acc[0] + acc[3] * kFoo + precise::exp(0.0f) + metal::fast::exp(0.0f)
+           + dot(q.xy, float2(1.0f, 0.0f)) * 0.0f + float(hm);
+"""
+
+
+def test_header_helpers_pointers_and_vector_loads():
+    k = metal_kernel("emu_test_idioms", ["x", "s"], ["out"], IDIOM_SOURCE, header=IDIOM_HEADER)
+    (o,) = k(inputs=[mx.arange(64, dtype=mx.float32), mx.array(2.0)], template=[("T", mx.float32)],
+             grid=(64, 1, 1), threadgroup=(64, 1, 1), output_shapes=[(64,)], output_dtypes=[mx.float32])
+    t = np.arange(64)
+    simd_max_w = np.where(t < 32, 31.0, 63.0)  # max over each simdgroup of x[4*(t//4) + 3]
+    np.testing.assert_array_equal(np.array(o), t * 2 + t + ((t + 3) % 64) * 3 + 2 + simd_max_w)

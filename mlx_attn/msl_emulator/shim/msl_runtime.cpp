@@ -49,10 +49,8 @@ struct Fiber {
 
 struct SimdGroup {
   int live, arrived, at_barrier, gen;
-  int op, line, first_lane;
-  const char* file;
   uint32_t arrived_mask;
-  uint32_t masks[2];
+  uint32_t lane_masks[2][MSL_SIMD_WIDTH];
   alignas(64) unsigned char data[2][MSL_SIMD_WIDTH][MSL_SIMD_SLOT_BYTES];
 };
 
@@ -99,67 +97,7 @@ struct sigaction g_old_segv, g_old_bus, g_old_fpe;  // handlers to restore / cha
 
 }  // namespace
 
-// ------------------------------------------------------------------ context switch
-extern "C" __attribute__((visibility("hidden"))) void msl_fiber_main(Fiber* f);
-
-#ifndef MSL_USE_UCONTEXT
-asm(R"(
-  .text
-  .p2align 4
-  .type msl_ctx_switch,@function
-msl_ctx_switch:
-  pushq %rbp
-  pushq %rbx
-  pushq %r12
-  pushq %r13
-  pushq %r14
-  pushq %r15
-  movq %rsp, (%rdi)
-  movq %rsi, %rsp
-  popq %r15
-  popq %r14
-  popq %r13
-  popq %r12
-  popq %rbx
-  popq %rbp
-  ret
-  .size msl_ctx_switch,.-msl_ctx_switch
-  .p2align 4
-  .type msl_ctx_entry,@function
-msl_ctx_entry:
-  movq %rbx, %rdi
-  call msl_fiber_main
-  ud2
-  .size msl_ctx_entry,.-msl_ctx_entry
-)");
-extern "C" void msl_ctx_switch(void** save, void* to) __asm__("msl_ctx_switch");
-extern "C" void msl_ctx_entry() __asm__("msl_ctx_entry");
-
-static void fiber_prepare(Fiber* f) {
-  uintptr_t top = (uintptr_t)f->stack_hi & ~(uintptr_t)15;
-  void** sp = (void**)(top - 72);  // 6 saved registers + return address; keeps the ABI alignment
-  for (int i = 0; i < 6; ++i) sp[i] = nullptr;
-  sp[4] = (void*)f;                 // rbx -> first argument of msl_fiber_main
-  sp[6] = (void*)&msl_ctx_entry;
-  f->sp = sp;
-}
-static inline void to_fiber(Worker* w, Fiber* f) { msl_ctx_switch(&w->sched_sp, f->sp); }
-static inline void to_scheduler(Worker* w, Fiber* f) { msl_ctx_switch(&f->sp, w->sched_sp); }
-#else
-static void uc_entry(unsigned hi, unsigned lo) {
-  msl_fiber_main((Fiber*)(((uintptr_t)hi << 32) | (uintptr_t)lo));
-}
-static void fiber_prepare(Fiber* f) {
-  getcontext(&f->uc);
-  f->uc.uc_stack.ss_sp = f->stack_lo;
-  f->uc.uc_stack.ss_size = (size_t)(f->stack_hi - f->stack_lo);
-  f->uc.uc_link = nullptr;
-  uintptr_t p = (uintptr_t)f;
-  makecontext(&f->uc, (void (*)())uc_entry, 2, (unsigned)(p >> 32), (unsigned)(p & 0xFFFFFFFFu));
-}
-static inline void to_fiber(Worker* w, Fiber* f) { swapcontext(&w->sched_uc, &f->uc); }
-static inline void to_scheduler(Worker* w, Fiber* f) { swapcontext(&f->uc, &w->sched_uc); }
-#endif
+#include "msl_fiber_switch.h"
 
 // ------------------------------------------------------------------ messages
 static std::string fmt(const char* f, ...) {
@@ -237,21 +175,31 @@ __attribute__((noreturn)) static void fail_here(const std::string& what) {
 }
 
 // ------------------------------------------------------------------ synchronisation
+// A SIMD-group function completes once every live lane of the simdgroup is
+// blocked (in a SIMD-group function or at a threadgroup barrier). Lanes waiting
+// at the same call site form one active set, as a GPU running the branches of
+// divergent control flow one after another with partial masks would: lanes
+// elsewhere (another branch, a barrier after reconvergence, or returned) are
+// inactive for that call.
 static void resolve_simd(Worker* w, SimdGroup& s, int sgi) {
   if (s.arrived == 0 || s.arrived + s.at_barrier < s.live) return;
-  if (s.at_barrier > 0) {
-    fail_here(fmt("divergent control flow in simdgroup %d: threads %s wait in %s (%s) while threads %s wait "
-                  "at threadgroup_barrier (%s); SIMD-group functions must be reached by every active lane "
-                  "and barriers by every thread",
-                  sgi,
-                  thread_list(w, [&](const Fiber& f) { return (int)f.tid / MSL_SIMD_WIDTH == sgi && f.state == F_SIMD; }).c_str(),
-                  op_name(s.op), site(s.file, s.line).c_str(),
-                  thread_list(w, [&](const Fiber& f) { return (int)f.tid / MSL_SIMD_WIDTH == sgi && f.state == F_BARRIER; }).c_str(),
-                  site(w->barrier_file, w->barrier_line).c_str()));
+  uint32_t pending = s.arrived_mask;
+  Fiber* lanes = &w->fibers[(size_t)sgi * MSL_SIMD_WIDTH];
+  while (pending) {
+    const Fiber& lead = lanes[__builtin_ctz(pending)];
+    uint32_t group = 0;
+    for (uint32_t m = pending; m; m &= m - 1) {
+      const Fiber& f = lanes[__builtin_ctz(m)];
+      if (f.wait_op == lead.wait_op && same_site(f.wait_file, f.wait_line, lead.wait_file, lead.wait_line))
+        group |= 1u << f.lane;
+    }
+    for (uint32_t m = group; m; m &= m - 1) {
+      int l = __builtin_ctz(m);
+      s.lane_masks[s.gen & 1][l] = group;
+      lanes[l].state = F_RUNNABLE;
+    }
+    pending &= ~group;
   }
-  s.masks[s.gen & 1] = s.arrived_mask;
-  for (int l = 0; l < MSL_SIMD_WIDTH; ++l)
-    if (s.arrived_mask >> l & 1u) w->fibers[sgi * MSL_SIMD_WIDTH + l].state = F_RUNNABLE;
   s.gen++;
   s.arrived = 0;
   s.arrived_mask = 0;
@@ -264,17 +212,6 @@ extern "C" const unsigned char* msl_rt_simd_exchange(const void* value, int nbyt
   SimdGroup& s = w->sgs[f->sg];
   int g = s.gen;
   if (nbytes > 0) memcpy(s.data[g & 1][f->lane], value, (size_t)nbytes);
-  if (s.arrived == 0) {
-    s.op = op;
-    s.line = line;
-    s.file = file;
-    s.first_lane = f->lane;
-  } else if (s.op != op || !same_site(s.file, s.line, file, line)) {
-    fail_here(fmt("divergent SIMD-group functions in simdgroup %d: lane %d waits in %s (%s) but lane %d "
-                  "reached %s (%s); every active lane must make the same call",
-                  f->sg, s.first_lane, op_name(s.op), site(s.file, s.line).c_str(), f->lane, op_name(op),
-                  site(file, line).c_str()));
-  }
   s.arrived++;
   s.arrived_mask |= 1u << f->lane;
   f->state = F_SIMD;
@@ -284,7 +221,7 @@ extern "C" const unsigned char* msl_rt_simd_exchange(const void* value, int nbyt
   f->wait_gen = g;
   resolve_simd(w, s, f->sg);
   if (f->state != F_RUNNABLE) to_scheduler(w, f);
-  *active = s.masks[g & 1];
+  *active = s.lane_masks[g & 1][f->lane];
   *lane = f->lane;
   return &s.data[g & 1][0][0];
 }
@@ -462,7 +399,6 @@ static void setup_tg(Worker* w, long t) {
     g.live = std::min(MSL_SIMD_WIDTH, n - s * MSL_SIMD_WIDTH);
     g.arrived = g.at_barrier = g.gen = 0;
     g.arrived_mask = 0;
-    g.op = g.line = -1;
   }
   for (int i = 0; i < n; ++i) {
     Fiber& f = w->fibers[i];
