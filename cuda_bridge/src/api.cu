@@ -16,10 +16,12 @@
 
 namespace mlx_attn_cuda {
 
-// Defined by src/fwd_hdim<D>_<dtype>.cu (only for the head dims compiled in).
+// Defined by src/fwd_hdim<D>_<dtype>.cu and src/bwd_hdim<D>_<dtype>.cu (only for the head dims compiled in).
 #define MA_DECLARE(D)                                                                   \
   void run_fwd_fp16_##D(const FwdParams&, int, int, cudaStream_t);                     \
-  void run_fwd_bf16_##D(const FwdParams&, int, int, cudaStream_t);
+  void run_fwd_bf16_##D(const FwdParams&, int, int, cudaStream_t);                     \
+  void run_bwd_fp16_##D(const BwdParams&, cudaStream_t);                               \
+  void run_bwd_bf16_##D(const BwdParams&, cudaStream_t);
 #if MLX_ATTN_HDIM_32
 MA_DECLARE(32)
 #endif
@@ -205,6 +207,45 @@ void run_fwd(FwdParams& p, int dtype, int config, int device, uintptr_t stream_i
   throw std::runtime_error("mlx_attn CUDA: head dim bucket " + std::to_string(bucket) +
                            " (D=" + std::to_string(p.d) + ", Dv=" + std::to_string(p.dv) +
                            ") is not compiled into this build");
+}
+
+void run_bwd(BwdParams& p, int dtype, int device, uintptr_t stream_int) {
+  set_device(device);
+  cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_int);
+  const int bucket = head_dim_bucket(p.f.d, p.f.dv);
+  const bool bf16 = dtype == kBFloat16;
+#define MA_CASE(D)                         \
+  case D:                                  \
+    if (bf16)                              \
+      run_bwd_bf16_##D(p, stream);         \
+    else                                   \
+      run_bwd_fp16_##D(p, stream);         \
+    return;
+  switch (bucket) {
+#if MLX_ATTN_HDIM_32
+    MA_CASE(32)
+#endif
+#if MLX_ATTN_HDIM_64
+    MA_CASE(64)
+#endif
+#if MLX_ATTN_HDIM_96
+    MA_CASE(96)
+#endif
+#if MLX_ATTN_HDIM_128
+    MA_CASE(128)
+#endif
+#if MLX_ATTN_HDIM_192
+    MA_CASE(192)
+#endif
+#if MLX_ATTN_HDIM_256
+    MA_CASE(256)
+#endif
+    default:
+      break;
+  }
+#undef MA_CASE
+  throw std::runtime_error("mlx_attn CUDA: backward head dim bucket " + std::to_string(bucket) +
+                           " is not compiled into this build");
 }
 
 }  // namespace mlx_attn_cuda

@@ -263,6 +263,57 @@ void set_scalars(FwdParams& p, double scale, bool causal, int window_left, int w
   p.window_right = fold_causal(causal, window_right);
 }
 
+// The backward's extra tensors, on top of the forward's checks (which cover q, k, v, out, lse
+// and mask): dout like out, dq/dk/dv like q/k/v, delta (and dlse if given) like lse.
+void check_same_shape(const Array& a, const Array& like, const char* name, const char* like_name) {
+  bool ok = a.ndim() == like.ndim();
+  for (size_t i = 0; ok && i < a.ndim(); ++i) ok = a.shape(i) == like.shape(i);
+  if (!ok)
+    value_error(std::string(name) + " must have the shape of " + like_name + " " +
+                shape_str(like) + ", got " + shape_str(a));
+}
+
+Checked check_bwd_args(BwdParams& bp, const Array& dout, const Array& q, const Array& k,
+                       const Array& v, const Array& out, const Array& lse,
+                       const std::optional<Array>& dlse, const std::optional<Array>& mask,
+                       const Array& delta, const Array& dq, const Array& dk, const Array& dv,
+                       bool allow_cpu) {
+  Checked c = check_fwd_args(q, k, v, out, lse, mask, std::nullopt, std::nullopt, 1, allow_cpu);
+  for (auto [a, name] : {std::pair<const Array*, const char*>{&dout, "dout"}, {&delta, "delta"},
+                         {&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}})
+    check_device(*a, name, allow_cpu, &c.device_type, &c.device_id, "q");
+  if (dlse) check_device(*dlse, "dlse", allow_cpu, &c.device_type, &c.device_id, "q");
+  for (auto [a, name] : {std::pair<const Array*, const char*>{&dout, "dout"}, {&dq, "dq"},
+                         {&dk, "dk"}, {&dv, "dv"}})
+    if (a->dtype() != q.dtype())
+      type_error(std::string(name) + " has dtype " + dtype_name(*a) + " but q has " +
+                 dtype_name(q) + "; they must match");
+  check_operand(dout, "dout");
+  check_operand(dq, "dq");
+  check_operand(dk, "dk");
+  check_operand(dv, "dv");
+  check_same_shape(dout, out, "dout", "out");
+  check_same_shape(dq, q, "dq", "q");
+  check_same_shape(dk, k, "dk", "k");
+  check_same_shape(dv, v, "dv", "v");
+  const FwdParams& f = c.p;
+  const std::vector<size_t> rows = {(size_t)f.b, (size_t)f.hq, (size_t)f.lq};
+  check_f32_contiguous(delta, "delta", rows);
+  if (dlse) check_f32_contiguous(*dlse, "dlse", rows);
+
+  bp.dout = dout.data();
+  bp.do_sb = stride_or_0(dout, 0), bp.do_sh = stride_or_0(dout, 1), bp.do_sl = stride_or_0(dout, 2);
+  bp.dlse = dlse ? static_cast<const float*>(dlse->data()) : nullptr;
+  bp.delta = static_cast<float*>(const_cast<void*>(delta.data()));
+  bp.dq = const_cast<void*>(dq.data());
+  bp.dq_sb = stride_or_0(dq, 0), bp.dq_sh = stride_or_0(dq, 1), bp.dq_sl = stride_or_0(dq, 2);
+  bp.dk = const_cast<void*>(dk.data());
+  bp.dk_sb = stride_or_0(dk, 0), bp.dk_sh = stride_or_0(dk, 1), bp.dk_sl = stride_or_0(dk, 2);
+  bp.dv = const_cast<void*>(dv.data());
+  bp.dv_sb = stride_or_0(dv, 0), bp.dv_sh = stride_or_0(dv, 1), bp.dv_sl = stride_or_0(dv, 2);
+  return c;
+}
+
 nb::dict params_dict(const Checked& c) {
   const FwdParams& p = c.p;
   nb::dict d;
@@ -286,7 +337,7 @@ nb::dict params_dict(const Checked& c) {
 }  // namespace
 
 NB_MODULE(_cuda, m) {
-  m.doc() = "mlx_attn CUDA bridge: FlashAttention-2-class forward kernels (fp16/bf16, sm_80+)";
+  m.doc() = "mlx_attn CUDA bridge: FlashAttention-2-class forward and backward kernels (fp16/bf16, sm_80+)";
 
   m.def(
       "check_fwd_args",
@@ -338,6 +389,62 @@ NB_MODULE(_cuda, m) {
       "Attention forward into out [B, Hq, Lq, Dv] and lse float32 [B, Hq, Lq] on `stream` "
       "(an integer cudaStream_t).  With num_splits > 1 (config 1 only) o_accum float32 "
       "[S, B, Hq, Lq, Dv] and lse_accum float32 [S, B, Hq, Lq] are the split-KV workspace.");
+
+  m.def(
+      "check_bwd_args",
+      [](const Array& dout, const Array& q, const Array& k, const Array& v, const Array& out,
+         const Array& lse, std::optional<Array> dlse, std::optional<Array> mask,
+         const Array& delta, const Array& dq, const Array& dk, const Array& dv, double scale,
+         bool causal, int window_left, int window_right, double softcap, bool allow_cpu) {
+        BwdParams bp;
+        Checked c = check_bwd_args(bp, dout, q, k, v, out, lse, dlse, mask, delta, dq, dk, dv,
+                                   allow_cpu);
+        set_scalars(c.p, scale, causal, window_left, window_right, softcap);
+        nb::dict d = params_dict(c);
+        d["dout_strides"] = nb::make_tuple(bp.do_sb, bp.do_sh, bp.do_sl);
+        d["dq_strides"] = nb::make_tuple(bp.dq_sb, bp.dq_sh, bp.dq_sl);
+        d["dk_strides"] = nb::make_tuple(bp.dk_sb, bp.dk_sh, bp.dk_sl);
+        d["dv_strides"] = nb::make_tuple(bp.dv_sb, bp.dv_sh, bp.dv_sl);
+        d["has_dlse"] = bp.dlse != nullptr;
+        return d;
+      },
+      nb::arg("dout"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"),
+      nb::arg("dlse").none(), nb::arg("mask").none(), nb::arg("delta"), nb::arg("dq"),
+      nb::arg("dk"), nb::arg("dv"), nb::arg("scale"), nb::arg("causal"), nb::arg("window_left"),
+      nb::arg("window_right"), nb::arg("softcap"), nb::arg("allow_cpu") = false,
+      "Check the arguments of bwd() (also on CPU arrays with allow_cpu=True) and return the "
+      "launch parameters they give.");
+
+  m.def(
+      "bwd",
+      [](const Array& dout, const Array& q, const Array& k, const Array& v, const Array& out,
+         const Array& lse, std::optional<Array> dlse, std::optional<Array> mask,
+         const Array& delta, const Array& dq, const Array& dk, const Array& dv, double scale,
+         bool causal, int window_left, int window_right, double softcap, uintptr_t stream) {
+        BwdParams bp;
+        Checked c = check_bwd_args(bp, dout, q, k, v, out, lse, dlse, mask, delta, dq, dk, dv,
+                                   false);
+        set_scalars(c.p, scale, causal, window_left, window_right, softcap);
+        DeviceInfo info;
+        std::string err;
+        if (!device_info(c.device_id, &info, &err))
+          throw std::runtime_error("mlx_attn CUDA: cannot query device " +
+                                   std::to_string(c.device_id) + ": " + err);
+        if (info.major < 8)
+          value_error("device " + std::to_string(c.device_id) + " (" + info.name +
+                      ") has compute capability " + std::to_string(info.major) + "." +
+                      std::to_string(info.minor) + "; the kernels need 8.0 or newer");
+        bp.f = c.p;
+        nb::gil_scoped_release release;
+        run_bwd(bp, c.dtype, c.device_id, stream);
+      },
+      nb::arg("dout"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"),
+      nb::arg("dlse").none(), nb::arg("mask").none(), nb::arg("delta"), nb::arg("dq"),
+      nb::arg("dk"), nb::arg("dv"), nb::arg("scale"), nb::arg("causal"), nb::arg("window_left"),
+      nb::arg("window_right"), nb::arg("softcap"), nb::arg("stream"),
+      "Attention backward: dq, dk, dv (shaped like q, k, v, q's dtype) from dout, the forward's "
+      "out and lse, and optionally dlse; delta float32 [B, Hq, Lq] is workspace.  "
+      "Deterministic (no atomics).");
 
   m.def(
       "plan",

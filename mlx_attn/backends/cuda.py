@@ -1,12 +1,13 @@
 """The `cuda` backend: our FlashAttention-2-class CUDA kernels for torch CUDA tensors.
 
-Forward only (CUDA bridge part 1): it does not declare "backward" or "varlen", so a call whose
-tensors need gradients, or a varlen call, goes to the math backend under backend="auto", and
-`explain()` shows why.  The kernels (cuda_bridge/) take fp16/bf16, head dims that are multiples
-of 8 up to 256 (served by the buckets 32/64/96/128/192/256, zero-padded inside the kernel),
-GQA/MQA, Dv != D, causal (bottom-right), window, softcap, bool/additive masks and lse, on
-compute capability 8.0 or newer.  They are reached through the torch custom op
-`torch.ops.mlx_attn.fwd` (mlx_attn/cuda/ops.py).
+The kernels (cuda_bridge/) take fp16/bf16, head dims that are multiples of 8 up to 256 (served
+by the buckets 32/64/96/128/192/256, zero-padded inside the kernel), GQA/MQA, Dv != D, causal
+(bottom-right), window, softcap, bool/additive masks and lse, on compute capability 8.0 or
+newer.  They are reached through the torch custom ops `torch.ops.mlx_attn.fwd` / `.bwd`
+(mlx_attn/cuda/ops.py), so gradients flow through torch.autograd (backward kernels, no atomics:
+deterministic).  varlen runs one dense launch per sequence on views of the packed tensors (no
+copies of q/k/v; correct, but launch-bound for many short sequences: a fused varlen kernel is
+future work).
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ class CudaBackend(Backend):
     array_kinds = frozenset({"torch"})
     dtypes = frozenset({"float16", "bfloat16"})
     head_dims = tuple(range(8, 257, 8))
-    features = frozenset({"causal", "mask", "window", "softcap", "lse", "gqa", "dv"})
-    summary = "torch CUDA tensors (sm_80+), fp16/bf16, forward only (nanobind extension)"
+    features = frozenset({"causal", "mask", "window", "softcap", "lse", "gqa", "dv", "backward",
+                          "varlen"})
+    summary = "torch CUDA tensors (sm_80+), fp16/bf16, forward + backward (nanobind extension)"
 
     # -- machine ---------------------------------------------------------------------------------
     def _availability_reasons(self) -> list[str]:
@@ -91,11 +93,38 @@ class CudaBackend(Backend):
     def forward(self, call: AttentionCall):
         from ..cuda import ops
 
-        left, right = call.window if call.window is not None else (-1, -1)
-        out, lse = ops.fwd(call.q, call.k, call.v, call.mask, float(call.scale), bool(call.causal),
-                           int(left), int(right), float(call.softcap or 0.0),
+        out, lse = ops.fwd(call.q, call.k, call.v, call.mask, *_scalars(call),
                            call.layout == "blhd")
         return out, (lse if call.return_lse else None)
+
+    def forward_varlen(self, call: AttentionCall):
+        """One dense launch per sequence, on [1, H, L, D] views of the packed tensors."""
+        import torch
+
+        from ..cuda import ops
+
+        outs, lses = [], []
+        cq, ck = call.seqlens_q, call.seqlens_k
+        for s in range(len(cq) - 1):
+            q, k, v = (x[a:b].transpose(0, 1)[None] for x, a, b in
+                       ((call.q, cq[s], cq[s + 1]), (call.k, ck[s], ck[s + 1]),
+                        (call.v, ck[s], ck[s + 1])))
+            out, lse = ops.fwd(q, k, v, None, *_scalars(call), True)
+            outs.append(out[0].transpose(0, 1))       # [L, Hq, Dv], contiguous
+            lses.append(lse[0])                       # [Hq, L]
+        if not outs:  # no sequences at all
+            out = call.q.new_zeros((0, call.Hq, call.Dv))
+            lse = torch.empty((call.Hq, 0), dtype=torch.float32, device=call.q.device)
+        else:
+            out, lse = torch.cat(outs, 0), torch.cat(lses, 1)
+        return out, (lse if call.return_lse else None)
+
+
+def _scalars(call: AttentionCall) -> tuple:
+    """(scale, causal, window_left, window_right, softcap) as the custom op takes them."""
+    left, right = call.window if call.window is not None else (-1, -1)
+    return (float(call.scale), bool(call.causal), int(left), int(right),
+            float(call.softcap or 0.0))
 
 
 def _layout_reasons(name: str, x) -> list[str]:

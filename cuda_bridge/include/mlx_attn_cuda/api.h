@@ -42,4 +42,8 @@ PlanResult plan(const FwdParams& p, int device);
 // or an unsupported head dim / configuration.
 void run_fwd(FwdParams& p, int dtype, int config, int device, uintptr_t stream);
 
+// The backward (delta, dK/dV, dQ kernels) on `stream`; p checked by binding.cpp.  Writes
+// p.delta, p.dq, p.dk, p.dv.  Deterministic: no atomics (bwd_kernel.cuh).
+void run_bwd(BwdParams& p, int dtype, int device, uintptr_t stream);
+
 }  // namespace mlx_attn_cuda

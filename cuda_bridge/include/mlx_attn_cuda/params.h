@@ -70,3 +70,28 @@ struct FwdParams {
 };
 
 }  // namespace mlx_attn_cuda
+
+namespace mlx_attn_cuda {
+
+// The backward launch: the forward's description (q, k, v, out, lse, mask, dims, scale,
+// softcap, window; split fields unused) plus the incoming gradients and the outputs.
+struct BwdParams {
+  FwdParams f;
+  // dout [B, Hq, Lq, Dv] in q's dtype, strided like out.
+  const void* dout = nullptr;
+  int64_t do_sb = 0, do_sh = 0, do_sl = 0;
+  // Optional gradient of lse, float32 [B, Hq, Lq] contiguous (nullptr when lse is unused).
+  const float* dlse = nullptr;
+  // Workspace float32 [B, Hq, Lq] contiguous: delta = dot(dout, out) - dlse per row.
+  float* delta = nullptr;
+  // Outputs in q's dtype, shaped and strided like q, k, v.  Every element is written by exactly
+  // one thread (no atomics), so the result is bitwise reproducible.
+  void* dq = nullptr;
+  int64_t dq_sb = 0, dq_sh = 0, dq_sl = 0;
+  void* dk = nullptr;
+  int64_t dk_sb = 0, dk_sh = 0, dk_sl = 0;
+  void* dv = nullptr;
+  int64_t dv_sb = 0, dv_sh = 0, dv_sl = 0;
+};
+
+}  // namespace mlx_attn_cuda

@@ -55,15 +55,17 @@ __device__ __forceinline__ void explicit_scores(const FwdParams& p,
 }
 
 // Adds (or applies, for bool) the mask row at `mp` (already offset to key col0 of this row) to
-// the thread's elements of one row: columns col0 + 8 * nj + c at byte offsets
-// (8 * nj + c) * m_sk * sizeof(M).
+// the thread's elements of one row: columns col0 + 8 * nj + c at element offsets
+// (8 * nj + c) * m_sk.  Columns at or past `ncols` (= lk - col0: the key tail of the last
+// block) are not read (they would be past the mask's end); the caller sets them to -inf.
 template <typename M, int kNTiles, int kMTiles>
 __device__ __forceinline__ void add_mask_row(float (&acc)[kMTiles][kNTiles][4], int mi, int hr,
-                                             const M* mp, int64_t m_sk) {
+                                             const M* mp, int64_t m_sk, int ncols) {
 #pragma unroll
   for (int nj = 0; nj < kNTiles; ++nj) {
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
+      if (8 * nj + c >= ncols) continue;
       const M m = mp[(int64_t)(8 * nj + c) * m_sk];
       float& x = acc[mi][nj][2 * hr + c];
       if constexpr (sizeof(M) == 1) {
@@ -96,18 +98,19 @@ __device__ __forceinline__ void apply_mask(const FwdParams& p, float (&acc)[kMTi
       if (p.mask_type != kMaskNone && r < p.rows) {
         const int h = hk * p.group + (r - i * p.group);
         const int64_t off = b * p.m_sb + h * p.m_sh + (int64_t)i * p.m_sq + col0 * p.m_sk;
+        const int ncols = p.lk - col0;
         switch (p.mask_type) {
           case kMaskBool:
-            add_mask_row(acc, mi, hr, static_cast<const uint8_t*>(p.mask) + off, p.m_sk);
+            add_mask_row(acc, mi, hr, static_cast<const uint8_t*>(p.mask) + off, p.m_sk, ncols);
             break;
           case kMaskF32:
-            add_mask_row(acc, mi, hr, static_cast<const float*>(p.mask) + off, p.m_sk);
+            add_mask_row(acc, mi, hr, static_cast<const float*>(p.mask) + off, p.m_sk, ncols);
             break;
           case kMaskF16:
-            add_mask_row(acc, mi, hr, static_cast<const __half*>(p.mask) + off, p.m_sk);
+            add_mask_row(acc, mi, hr, static_cast<const __half*>(p.mask) + off, p.m_sk, ncols);
             break;
           default:
-            add_mask_row(acc, mi, hr, static_cast<const __nv_bfloat16*>(p.mask) + off, p.m_sk);
+            add_mask_row(acc, mi, hr, static_cast<const __nv_bfloat16*>(p.mask) + off, p.m_sk, ncols);
             break;
         }
       }

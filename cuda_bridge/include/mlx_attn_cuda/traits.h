@@ -20,9 +20,8 @@
 // Prefill (kPrefill), chosen per bucket:
 //   32 : 128 x 128, 4 warps, Q in regs, 2 stages.  O 32 + S 128 + Q 16 regs; 40 KB smem.
 //        Tiny head dim: large key tiles amortise the softmax; smem is cheap so double-buffer.
-//   64 : 128 x 64, 4 warps, Q in regs, 2 stages.  O 64 + S 64 + Q 32; 48 KB.  FA2 uses
-//        128 x 128 with Q in smem; we trade a smaller key tile for Q in registers and a
-//        second pipeline stage (measure both).
+//   64 : 128 x 128, 4 warps, Q in smem, 1 stage.  O 64 + S 128; 48 KB.  FA2's choice.  The
+//        alternative to measure: 128 x 64, Q in registers, 2 stages (O 64 + S 64 + Q 32).
 //   96 : 128 x 64, 4 warps, Q in smem, 1 stage.  O 96 + S 64 (Q in regs would add 48 and risk
 //        spills); 48 KB -> 2+ CTAs/SM on every arch.  (FA2: 128 x 64 on sm80/90.)
 //   128: 128 x 64, 4 warps, Q in smem, 1 stage.  O 128 + S 64; 64 KB -> 2 CTAs/SM on sm80
