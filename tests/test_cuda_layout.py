@@ -1,4 +1,4 @@
-"""CPU self-check of the CUDA kernels' index maps and block logic (no GPU needed).
+"""CPU self-checks of the CUDA kernels' index maps and block logic (no GPU needed).
 
 Compiles cuda_bridge/host_tests/layout_check.cpp with the host C++ compiler against the very
 headers the kernels include, and runs it: swizzle bijection, bank-conflict-free ldmatrix phases,
@@ -6,6 +6,10 @@ m16n8k16 fragment coverage, emulated ldmatrix/ldmatrix.trans at the kernel's lan
 against the fragments mma.sync expects, and a scalar emulation of the blocked online softmax
 (key-block ranges, masking only where the kernel masks, packed GQA rows, split-KV + combine)
 against a direct reference.  See the comments in that file.
+
+host_tests/bwd_check.cpp does the same for the backward: the dK/dV and dQ kernels' loop
+structure and per-pair formulas (bwd_math.h), emulated in float, against an independent
+double-precision gradient (causal, window, softcap, masks, GQA, dlse).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "cuda_bridge" / "host_tests" / "layout_check.cpp"
+HOST_TESTS = ROOT / "cuda_bridge" / "host_tests"
 INCLUDE = ROOT / "cuda_bridge" / "include"
 
 
@@ -28,13 +32,14 @@ def _compiler():
     return None
 
 
-@pytest.mark.skipif(not SOURCE.exists(), reason="cuda_bridge/host_tests/layout_check.cpp is absent")
 @pytest.mark.skipif(_compiler() is None, reason="no host C++ compiler (g++/clang++) on PATH")
-def test_cuda_index_maps_and_block_logic(tmp_path):
-    exe = tmp_path / "layout_check"
+@pytest.mark.parametrize("name", ["layout_check", "bwd_check"])
+def test_cuda_host_self_check(tmp_path, name):
+    source = HOST_TESTS / f"{name}.cpp"
+    exe = tmp_path / name
     build = subprocess.run([_compiler(), "-std=c++17", "-O1", "-Wall", "-I", str(INCLUDE),
-                            str(SOURCE), "-o", str(exe)], capture_output=True, text=True)
-    assert build.returncode == 0, f"compiling layout_check.cpp failed:\n{build.stderr}"
+                            str(source), "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, f"compiling {name}.cpp failed:\n{build.stderr}"
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, f"layout_check failed:\n{run.stdout}\n{run.stderr}"
+    assert run.returncode == 0, f"{name} failed:\n{run.stdout}\n{run.stderr}"
     assert run.stdout.startswith("OK "), run.stdout
