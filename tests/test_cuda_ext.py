@@ -181,3 +181,49 @@ def test_bad_arguments_named_clearly(label, change, error, message):
     a = make()
     with pytest.raises(error, match=message):
         check(**{**a, **change(a)})
+
+
+# -- backward argument checks ------------------------------------------------------------------
+def make_bwd(**kw):
+    a = make(**kw)
+    return dict(dout=torch.empty_like(a["out"]), q=a["q"], k=a["k"], v=a["v"], out=a["out"],
+                lse=a["lse"], dlse=None, mask=None, delta=torch.empty_like(a["lse"]),
+                dq=torch.empty_like(a["q"]), dk=torch.empty_like(a["k"]),
+                dv=torch.empty_like(a["v"]), scale=0.125, causal=True, window_left=-1,
+                window_right=-1, softcap=0.0)
+
+
+@needs_ext
+def test_bwd_arguments_give_launch_parameters():
+    a = make_bwd()
+    p = EXT.check_bwd_args(**a, allow_cpu=True)
+    assert p["dq_strides"] == (2560, 640, 64) and p["dk_strides"] == (1536, 768, 64)
+    assert p["has_dlse"] is False and p["window"] == (-1, 0)
+    p = EXT.check_bwd_args(**{**a, "dlse": torch.zeros(2, 4, 10)}, allow_cpu=True)
+    assert p["has_dlse"] is True
+
+
+BAD_BWD = [
+    ("dq shape", {"dq": torch.empty(2, 4, 10, 32, dtype=torch.bfloat16)}, ValueError,
+     "dq must have the shape of q"),
+    ("dk dtype", {"dk": torch.empty(2, 2, 12, 64, dtype=torch.float16)}, TypeError,
+     "dk has dtype float16"),
+    ("dout stride", {"dout": torch.empty(2, 4, 64, 10, dtype=torch.bfloat16).transpose(2, 3)},
+     ValueError, "dout must have a contiguous last dim"),
+    ("delta shape", {"delta": torch.empty(2, 4, 11)}, ValueError, "delta must have shape"),
+    ("dlse dtype", {"dlse": torch.empty(2, 4, 10, dtype=torch.float16)}, TypeError,
+     "dlse must be float32"),
+]
+
+
+@needs_ext
+@pytest.mark.parametrize("label, change, error, message", BAD_BWD, ids=[b[0] for b in BAD_BWD])
+def test_bad_bwd_arguments_named_clearly(label, change, error, message):
+    with pytest.raises(error, match=message):
+        EXT.check_bwd_args(**{**make_bwd(), **change}, allow_cpu=True)
+
+
+@needs_ext
+def test_cpu_tensors_rejected_by_bwd():
+    with pytest.raises(ValueError, match="must be a CUDA tensor"):
+        EXT.bwd(**make_bwd(), stream=0)

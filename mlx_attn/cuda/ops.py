@@ -21,7 +21,8 @@ the math backend, a reference implementation that keeps the op usable (and testa
 is the backward, wired to fwd with `register_autograd` (so torch.autograd and torch.compile
 both differentiate fwd; the mask gets no gradient, lse does).  On CUDA it runs our backward
 kernels, which never use atomics: `deterministic=True` (or torch's deterministic-algorithms
-mode) is honoured by construction.  Elsewhere it differentiates the math backend.
+mode) is honoured by construction.  Elsewhere it evaluates the kernels' formulas in float32
+torch (a stand-in so that the ops can be opchecked and traced without a GPU).
 """
 from __future__ import annotations
 
