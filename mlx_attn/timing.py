@@ -110,3 +110,24 @@ def isolated_peak(target, *args, timeout: float = 600.0) -> tuple[int, int]:
     if error:
         raise RuntimeError(f"isolated run failed: {error}")
     return before, peak
+
+
+def reset_device_peak(kind: str, device: str) -> None:
+    """Reset the framework's own peak-memory counter where it has one (MLX, torch CUDA)."""
+    if kind == "mlx":
+        import mlx.core as mx
+        mx.reset_peak_memory()
+    elif kind == "torch" and device.startswith("cuda"):
+        import torch
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def device_peak_bytes(kind: str, device: str) -> int | None:
+    """Peak bytes allocated by the framework since `reset_device_peak`, or None if untracked."""
+    if kind == "mlx":
+        import mlx.core as mx
+        return int(mx.get_peak_memory())
+    if kind == "torch" and device.startswith("cuda"):
+        import torch
+        return int(torch.cuda.max_memory_allocated(device))
+    return None
