@@ -1,7 +1,24 @@
-"""The `cuda` backend: our FlashAttention-2-class CUDA kernels for torch CUDA tensors."""
+"""The `cuda` backend: our FlashAttention-2-class CUDA kernels for torch CUDA tensors.
+
+The kernels (cuda_bridge/) take fp16/bf16, head dims that are multiples of 8 up to 256 (served
+by the buckets 32/64/96/128/192/256, zero-padded inside the kernel), GQA/MQA, Dv != D, causal
+(bottom-right), window, softcap, bool/additive masks and lse, on compute capability 8.0 or
+newer.  They are reached through the torch custom ops `torch.ops.mlx_attn.fwd` / `.bwd`
+(mlx_attn/cuda/ops.py), so gradients flow through torch.autograd (backward kernels, no atomics:
+deterministic).  varlen runs one dense launch per sequence on views of the packed tensors (no
+copies of q/k/v; correct, but launch-bound for many short sequences: a fused varlen kernel is
+future work).
+"""
 from __future__ import annotations
 
+import functools
+import sys
+
+from ..call import AttentionCall
+from ..cuda import extension, load_error
 from .base import Backend
+
+_MAX_I32 = 2**31 - 1
 
 
 class CudaBackend(Backend):
@@ -9,7 +26,133 @@ class CudaBackend(Backend):
     priority = 20
     array_kinds = frozenset({"torch"})
     dtypes = frozenset({"float16", "bfloat16"})
-    summary = "torch CUDA tensors, fp16/bf16 (nanobind extension)"
+    head_dims = tuple(range(8, 257, 8))
+    features = frozenset({"causal", "mask", "window", "softcap", "lse", "gqa", "dv", "backward",
+                          "varlen"})
+    summary = "torch CUDA tensors (sm_80+), fp16/bf16, forward + backward (nanobind extension)"
 
+    # -- machine ---------------------------------------------------------------------------------
     def _availability_reasons(self) -> list[str]:
-        return ["the CUDA extension mlx_attn._cuda is not built"]
+        ext = extension()
+        if ext is None:
+            return [f"the CUDA extension mlx_attn._cuda is not built or cannot be imported "
+                    f"({load_error()})"]
+        torch = sys.modules.get("torch")  # only if the caller already uses torch
+        if torch is not None and getattr(torch.version, "cuda", None) is None:
+            return [f"torch {torch.__version__} was built without CUDA support"]
+        count, error = ext.device_count()
+        if count == 0:
+            return [f"no CUDA device ({error})"]
+        caps = []
+        for index in range(count):
+            info = ext.device_info(index)
+            if isinstance(info, dict):
+                caps.append(tuple(info["capability"]))
+        if not any(cap >= (8, 0) for cap in caps):
+            found = ", ".join(f"{a}.{b}" for a, b in caps) or "none readable"
+            return [f"no CUDA device with compute capability >= 8.0 (found {found}); the "
+                    f"kernels use cp.async, ldmatrix and bf16 mma.sync"]
+        images = [_kernel_image_error(ext, i) for i in range(count)]
+        if all(images):
+            return [f"no kernel image for any device: {images[0]}"]
+        return []
+
+    # -- per call --------------------------------------------------------------------------------
+    def extra_reasons(self, call: AttentionCall) -> list[str]:
+        if not call.device.startswith("cuda"):
+            why = f"tensors are on {call.device}, not a CUDA device"
+            torch = sys.modules.get("torch")
+            if torch is not None and getattr(torch.version, "cuda", None) is None:
+                why += f" (torch {torch.__version__} has no CUDA support)"
+            return [why]
+        import torch
+
+        ext = extension()
+        reasons = []
+        index = torch.device(call.device).index
+        if index is None:
+            index = torch.cuda.current_device()
+        cap = _capability(index)
+        if cap < (8, 0):
+            reasons.append(f"device {call.device} has compute capability {cap[0]}.{cap[1]}; "
+                           f"needs 8.0 or newer")
+        image = _kernel_image_error(ext, index)
+        if image:
+            reasons.append(f"no kernel image for {call.device}: {image}")
+        bucket = ext.head_dim_bucket(call.D, call.Dv)
+        if bucket not in _built_head_dims(ext):
+            reasons.append(f"head-dim bucket {bucket} (D={call.D}, Dv={call.Dv}) is not compiled "
+                           f"into this build (built: {_built_head_dims(ext)})")
+        for name, x in (("q", call.q), ("k", call.k), ("v", call.v)):
+            reasons.extend(_layout_reasons(name, x))
+        if call.Lq * call.group > _MAX_I32 or call.Lk > _MAX_I32 or call.B * call.Hq > _MAX_I32:
+            reasons.append("problem too large for the kernels' 32-bit row indices")
+        return reasons
+
+    # -- run ---------------------------------------------------------------------------------------
+    def forward(self, call: AttentionCall):
+        from ..cuda import ops
+
+        out, lse = ops.fwd(call.q, call.k, call.v, call.mask, *_scalars(call),
+                           call.layout == "blhd")
+        return out, (lse if call.return_lse else None)
+
+    def forward_varlen(self, call: AttentionCall):
+        """One dense launch per sequence, on [1, H, L, D] views of the packed tensors."""
+        import torch
+
+        from ..cuda import ops
+
+        outs, lses = [], []
+        cq, ck = call.seqlens_q, call.seqlens_k
+        for s in range(len(cq) - 1):
+            q, k, v = (x[a:b].transpose(0, 1)[None] for x, a, b in
+                       ((call.q, cq[s], cq[s + 1]), (call.k, ck[s], ck[s + 1]),
+                        (call.v, ck[s], ck[s + 1])))
+            out, lse = ops.fwd(q, k, v, None, *_scalars(call), True)
+            outs.append(out[0].transpose(0, 1))       # [L, Hq, Dv], contiguous
+            lses.append(lse[0])                       # [Hq, L]
+        if not outs:  # no sequences at all
+            out = call.q.new_zeros((0, call.Hq, call.Dv))
+            lse = torch.empty((call.Hq, 0), dtype=torch.float32, device=call.q.device)
+        else:
+            out, lse = torch.cat(outs, 0), torch.cat(lses, 1)
+        return out, (lse if call.return_lse else None)
+
+
+def _scalars(call: AttentionCall) -> tuple:
+    """(scale, causal, window_left, window_right, softcap) as the custom op takes them."""
+    left, right = call.window if call.window is not None else (-1, -1)
+    return (float(call.scale), bool(call.causal), int(left), int(right),
+            float(call.softcap or 0.0))
+
+
+def _layout_reasons(name: str, x) -> list[str]:
+    """Strides/alignment the kernels need: 16-byte cp.async granules along the last dim."""
+    reasons = []
+    shape, strides = tuple(x.shape), tuple(x.stride())
+    if shape[-1] > 1 and strides[-1] != 1:
+        reasons.append(f"{name} has a non-contiguous last dim (strides {strides}); the kernels "
+                       f"need stride 1 there")
+    elif any(n > 1 and s % 8 for n, s in zip(shape[:-1], strides[:-1])):
+        reasons.append(f"{name} strides {strides} are not multiples of 8 elements (16 bytes)")
+    elif x.data_ptr() % 16:
+        reasons.append(f"{name} data pointer is not 16-byte aligned")
+    return reasons
+
+
+@functools.cache
+def _capability(index: int) -> tuple:
+    import torch
+
+    return tuple(torch.cuda.get_device_capability(index))
+
+
+@functools.cache
+def _kernel_image_error(ext, index: int) -> str:
+    return ext.kernel_image_error(index)
+
+
+@functools.cache
+def _built_head_dims(ext) -> list:
+    return list(ext.head_dims())

@@ -79,6 +79,8 @@ def attention_bhld(call: AttentionCall, q, k, v, mask):
     for start in range(0, Lq, step):
         stop = min(start + step, Lq)
         out, lse = _chunk(call, ops, q, kt, vc, mask, start, stop, compute, G, Lq, Lk)
+        if step < Lq:
+            ops.finish_chunk(out, lse)
         outs.append(out)
         lses.append(lse)
     out = outs[0] if len(outs) == 1 else ops.concat(outs, 2)

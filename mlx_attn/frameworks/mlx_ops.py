@@ -75,5 +75,14 @@ class MlxOps:
     def sum(self, x, axis: int):
         return mx.sum(x, axis=axis, keepdims=True)
 
+    def finish_chunk(self, *xs) -> None:
+        """Compute a chunk now, so that the lazy graph does not schedule every chunk's score
+        block at once (which defeats chunking). Inside mx.compile / mx.vmap, where eval is not
+        allowed, the graph is left to MLX."""
+        try:
+            mx.eval([x for x in xs if x is not None])
+        except ValueError:
+            pass
+
 
 OPS = MlxOps()

@@ -1,0 +1,49 @@
+// The host interface of the kernel library, included by the nanobind binding (plain C++: no
+// CUDA headers, so the binding compiles with the host compiler).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "params.h"
+
+namespace mlx_attn_cuda {
+
+struct DeviceInfo {
+  int major = 0, minor = 0;      // compute capability
+  int sms = 0;                   // multiprocessors
+  int smem_optin = 0;            // max dynamic shared memory per block (opt-in), bytes
+  std::string name;
+};
+
+// Number of CUDA devices, or 0 with `error` set (no driver, no device, ...).  Never throws.
+int device_count(std::string* error);
+
+// Properties of `device`; returns false with `error` set if it cannot be queried.
+bool device_info(int device, DeviceInfo* info, std::string* error);
+
+// Empty if the library has a kernel image this device can run (checked with
+// cudaFuncGetAttributes), else the CUDA error text.
+std::string kernel_image_error(int device);
+
+// Head-dim buckets compiled in (a reduced build may omit some), and the CUDA architectures.
+std::vector<int> built_head_dims();
+std::string built_archs();
+
+// Tile configuration and KV split count for this problem on `device` (p: shapes, windows).
+struct PlanResult {
+  int config = 0;
+  int num_splits = 1;
+};
+PlanResult plan(const FwdParams& p, int device);
+
+// Launch on `stream` (a cudaStream_t as an integer; 0 = the legacy default stream) of
+// `device`.  p must be fully checked (binding.cpp).  Throws std::runtime_error on a CUDA error
+// or an unsupported head dim / configuration.
+void run_fwd(FwdParams& p, int dtype, int config, int device, uintptr_t stream);
+
+// The backward (delta, dK/dV, dQ kernels) on `stream`; p checked by binding.cpp.  Writes
+// p.delta, p.dq, p.dk, p.dv.  Deterministic: no atomics (bwd_kernel.cuh).
+void run_bwd(BwdParams& p, int dtype, int device, uintptr_t stream);
+
+}  // namespace mlx_attn_cuda

@@ -1,0 +1,251 @@
+// Host side of the kernel library: device queries, planning, dispatch on (dtype, head dim).
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mlx_attn_cuda/api.h"
+#include "mlx_attn_cuda/blocks.h"
+#include "mlx_attn_cuda/fwd_kernel.cuh"
+#include "mlx_attn_cuda/traits.h"
+
+#ifndef MLX_ATTN_CUDA_ARCHS
+#define MLX_ATTN_CUDA_ARCHS "unknown"
+#endif
+
+namespace mlx_attn_cuda {
+
+// Defined by src/fwd_hdim<D>_<dtype>.cu and src/bwd_hdim<D>_<dtype>.cu (only for the head dims compiled in).
+#define MA_DECLARE(D)                                                                   \
+  void run_fwd_fp16_##D(const FwdParams&, int, int, cudaStream_t);                     \
+  void run_fwd_bf16_##D(const FwdParams&, int, int, cudaStream_t);                     \
+  void run_bwd_fp16_##D(const BwdParams&, cudaStream_t);                               \
+  void run_bwd_bf16_##D(const BwdParams&, cudaStream_t);
+#if MLX_ATTN_HDIM_32
+MA_DECLARE(32)
+#endif
+#if MLX_ATTN_HDIM_64
+MA_DECLARE(64)
+#endif
+#if MLX_ATTN_HDIM_96
+MA_DECLARE(96)
+#endif
+#if MLX_ATTN_HDIM_128
+MA_DECLARE(128)
+#endif
+#if MLX_ATTN_HDIM_192
+MA_DECLARE(192)
+#endif
+#if MLX_ATTN_HDIM_256
+MA_DECLARE(256)
+#endif
+#undef MA_DECLARE
+
+// The planner's numbers must be the traits' numbers.
+#define MA_CHECK_TILES(D)                                                                  \
+  static_assert(TraitsFor<__half, D, kPrefill>::type::kBlockM == 0 + (D == 256 ? 64 : 128), \
+                "tile table");                                                             \
+  static_assert(TraitsFor<__half, D, kDecode>::type::kBlockM == 64, "tile table");
+MA_CHECK_TILES(32)
+MA_CHECK_TILES(64)
+MA_CHECK_TILES(96)
+MA_CHECK_TILES(128)
+MA_CHECK_TILES(192)
+MA_CHECK_TILES(256)
+#undef MA_CHECK_TILES
+static_assert(TraitsFor<__half, 32, kDecode>::type::kBlockN == 128, "tile table");
+static_assert(TraitsFor<__half, 64, kDecode>::type::kBlockN == 128, "tile table");
+static_assert(TraitsFor<__half, 128, kDecode>::type::kBlockN == 64, "tile table");
+static_assert(TraitsFor<__half, 32, kPrefill>::type::kBlockN == 128, "tile table");
+
+__global__ void probe_kernel() {}
+
+int device_count(std::string* error) {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    if (error) *error = cudaGetErrorString(err);
+    cudaGetLastError();  // clear the sticky-less error state
+    return 0;
+  }
+  if (n == 0 && error) *error = "cudaGetDeviceCount returned 0 devices";
+  return n;
+}
+
+bool device_info(int device, DeviceInfo* info, std::string* error) {
+  cudaDeviceProp prop;
+  const cudaError_t err = cudaGetDeviceProperties(&prop, device);
+  if (err != cudaSuccess) {
+    if (error) *error = cudaGetErrorString(err);
+    cudaGetLastError();
+    return false;
+  }
+  info->major = prop.major;
+  info->minor = prop.minor;
+  info->sms = prop.multiProcessorCount;
+  info->smem_optin = (int)prop.sharedMemPerBlockOptin;
+  info->name = prop.name;
+  return true;
+}
+
+std::string kernel_image_error(int device) {
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
+  cudaError_t err = cudaSetDevice(device);
+  if (err == cudaSuccess) {
+    cudaFuncAttributes attr;
+    // The probe is compiled for the same architectures as every kernel of the library.
+    err = cudaFuncGetAttributes(&attr, (const void*)&probe_kernel);
+  }
+  if (previous >= 0) cudaSetDevice(previous);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return std::string(cudaGetErrorString(err)) + " (built for CUDA architectures " +
+           MLX_ATTN_CUDA_ARCHS + ")";
+  }
+  return "";
+}
+
+std::vector<int> built_head_dims() {
+  std::vector<int> dims;
+#if MLX_ATTN_HDIM_32
+  dims.push_back(32);
+#endif
+#if MLX_ATTN_HDIM_64
+  dims.push_back(64);
+#endif
+#if MLX_ATTN_HDIM_96
+  dims.push_back(96);
+#endif
+#if MLX_ATTN_HDIM_128
+  dims.push_back(128);
+#endif
+#if MLX_ATTN_HDIM_192
+  dims.push_back(192);
+#endif
+#if MLX_ATTN_HDIM_256
+  dims.push_back(256);
+#endif
+  return dims;
+}
+
+std::string built_archs() { return MLX_ATTN_CUDA_ARCHS; }
+
+namespace {
+
+// Number of SMs per device, queried once.
+int sm_count(int device) {
+  static int cache[64] = {};
+  if (device >= 0 && device < 64 && cache[device] > 0) return cache[device];
+  int sms = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    cudaGetLastError();
+    sms = 108;  // planning only; an A100's count is a harmless default
+  }
+  if (device >= 0 && device < 64) cache[device] = sms;
+  return sms;
+}
+
+void set_device(int device) {
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess || current != device) {
+    const cudaError_t err = cudaSetDevice(device);
+    if (err != cudaSuccess)
+      throw std::runtime_error(std::string("mlx_attn CUDA: cudaSetDevice(") +
+                               std::to_string(device) + "): " + cudaGetErrorString(err));
+  }
+}
+
+}  // namespace
+
+PlanResult plan(const FwdParams& p, int device) {
+  const int bucket = head_dim_bucket(p.d, p.dv);
+  const TileSizes t = tile_sizes(bucket);
+  const Plan pl = make_plan(p, sm_count(device), t.prefill_m, t.decode_m, t.decode_n);
+  PlanResult r;
+  r.config = pl.config;
+  r.num_splits = pl.num_splits;
+  return r;
+}
+
+void run_fwd(FwdParams& p, int dtype, int config, int device, uintptr_t stream_int) {
+  set_device(device);
+  cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_int);
+  const int bucket = head_dim_bucket(p.d, p.dv);
+  const bool bf16 = dtype == kBFloat16;
+#define MA_CASE(D)                                                     \
+  case D:                                                              \
+    if (bf16)                                                          \
+      run_fwd_bf16_##D(p, config, device, stream);                     \
+    else                                                               \
+      run_fwd_fp16_##D(p, config, device, stream);                     \
+    return;
+  switch (bucket) {
+#if MLX_ATTN_HDIM_32
+    MA_CASE(32)
+#endif
+#if MLX_ATTN_HDIM_64
+    MA_CASE(64)
+#endif
+#if MLX_ATTN_HDIM_96
+    MA_CASE(96)
+#endif
+#if MLX_ATTN_HDIM_128
+    MA_CASE(128)
+#endif
+#if MLX_ATTN_HDIM_192
+    MA_CASE(192)
+#endif
+#if MLX_ATTN_HDIM_256
+    MA_CASE(256)
+#endif
+    default:
+      break;
+  }
+#undef MA_CASE
+  throw std::runtime_error("mlx_attn CUDA: head dim bucket " + std::to_string(bucket) +
+                           " (D=" + std::to_string(p.d) + ", Dv=" + std::to_string(p.dv) +
+                           ") is not compiled into this build");
+}
+
+void run_bwd(BwdParams& p, int dtype, int device, uintptr_t stream_int) {
+  set_device(device);
+  cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_int);
+  const int bucket = head_dim_bucket(p.f.d, p.f.dv);
+  const bool bf16 = dtype == kBFloat16;
+#define MA_CASE(D)                         \
+  case D:                                  \
+    if (bf16)                              \
+      run_bwd_bf16_##D(p, stream);         \
+    else                                   \
+      run_bwd_fp16_##D(p, stream);         \
+    return;
+  switch (bucket) {
+#if MLX_ATTN_HDIM_32
+    MA_CASE(32)
+#endif
+#if MLX_ATTN_HDIM_64
+    MA_CASE(64)
+#endif
+#if MLX_ATTN_HDIM_96
+    MA_CASE(96)
+#endif
+#if MLX_ATTN_HDIM_128
+    MA_CASE(128)
+#endif
+#if MLX_ATTN_HDIM_192
+    MA_CASE(192)
+#endif
+#if MLX_ATTN_HDIM_256
+    MA_CASE(256)
+#endif
+    default:
+      break;
+  }
+#undef MA_CASE
+  throw std::runtime_error("mlx_attn CUDA: backward head dim bucket " + std::to_string(bucket) +
+                           " is not compiled into this build");
+}
+
+}  // namespace mlx_attn_cuda

@@ -1,0 +1,499 @@
+// mlx_attn._cuda: the nanobind module over the CUDA kernel library.
+//
+// Tensors arrive through DLPack as nb::ndarray (torch tensors, detached by the Python side);
+// no libtorch is linked.  Outputs are allocated by the caller (torch.empty, so torch's caching
+// allocator is used) and passed in.  The stream is the caller's current torch stream, passed
+// as an integer.  Every argument is checked here with an error that names it; the checks also
+// run on CPU arrays (check_fwd_args(..., allow_cpu=True)) so they are tested without a GPU.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#include "mlx_attn_cuda/api.h"
+#include "mlx_attn_cuda/blocks.h"
+#include "mlx_attn_cuda/params.h"
+#include "mlx_attn_cuda/traits.h"
+
+namespace nb = nanobind;
+using namespace mlx_attn_cuda;
+
+namespace {
+
+using Array = nb::ndarray<nb::ro>;
+
+constexpr int kDLCPU = 1, kDLCUDA = 2;
+constexpr uint8_t kCodeInt = 0, kCodeUInt = 1, kCodeFloat = 2, kCodeBfloat = 4, kCodeBool = 6;
+
+std::string dtype_name(const Array& a) {
+  const auto dt = a.dtype();
+  std::string base;
+  switch (dt.code) {
+    case kCodeInt: base = "int"; break;
+    case kCodeUInt: base = "uint"; break;
+    case kCodeFloat: base = "float"; break;
+    case kCodeBfloat: base = "bfloat"; break;
+    case kCodeBool: return "bool";
+    default: base = "code" + std::to_string(dt.code) + "_"; break;
+  }
+  return base + std::to_string(dt.bits);
+}
+
+std::string shape_str(const Array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+  if (a.ndim() == 1) s << ",";
+  s << ")";
+  return s.str();
+}
+
+std::string strides_str(const Array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.stride(i);
+  s << ")";
+  return s.str();
+}
+
+[[noreturn]] void value_error(const std::string& msg) { throw nb::value_error(msg.c_str()); }
+[[noreturn]] void type_error(const std::string& msg) { throw nb::type_error(msg.c_str()); }
+
+bool is_half_like(const Array& a) {
+  const auto dt = a.dtype();
+  return dt.lanes == 1 && dt.bits == 16 && (dt.code == kCodeFloat || dt.code == kCodeBfloat);
+}
+
+// Stride of dim i in elements, 0 for a dim of size 1 (its stride never matters).
+int64_t stride_or_0(const Array& a, size_t i) { return a.shape(i) == 1 ? 0 : a.stride(i); }
+
+void check_device(const Array& a, const char* name, bool allow_cpu, int* device_type,
+                  int* device_id, const char* first) {
+  const int type = a.device_type();
+  if (type != kDLCUDA && !(allow_cpu && type == kDLCPU))
+    value_error(std::string(name) + " must be a CUDA tensor, got DLPack device type " +
+                std::to_string(type) + (type == kDLCPU ? " (cpu)" : ""));
+  if (*device_type < 0) {
+    *device_type = type;
+    *device_id = a.device_id();
+  } else if (type != *device_type || a.device_id() != *device_id) {
+    value_error(std::string(name) + " is on device " + std::to_string(type) + ":" +
+                std::to_string(a.device_id()) + " but " + first + " is on " +
+                std::to_string(*device_type) + ":" + std::to_string(*device_id) +
+                "; all tensors must be on one device");
+  }
+}
+
+// q/k/v/out: rank 4, contiguous last dim, other strides multiples of 8 elements (16 bytes, the
+// cp.async granule), base pointer 16-byte aligned.
+void check_operand(const Array& a, const char* name) {
+  if (a.ndim() != 4)
+    value_error(std::string(name) + " must have rank 4 [B, H, L, D] (bhld order), got shape " +
+                shape_str(a));
+  if (a.shape(3) > 1 && a.stride(3) != 1)
+    value_error(std::string(name) + " must have a contiguous last dim (stride 1), got strides " +
+                strides_str(a));
+  for (size_t i = 0; i < 3; ++i)
+    if (stride_or_0(a, i) % 8 != 0)
+      value_error(std::string(name) + " strides " + strides_str(a) +
+                  " must be multiples of 8 elements (16 bytes) outside the last dim");
+  if (reinterpret_cast<uintptr_t>(a.data()) % 16 != 0)
+    value_error(std::string(name) + " data pointer must be 16-byte aligned");
+}
+
+void check_f32_contiguous(const Array& a, const char* name, const std::vector<size_t>& shape) {
+  const auto dt = a.dtype();
+  if (!(dt.code == kCodeFloat && dt.bits == 32 && dt.lanes == 1))
+    type_error(std::string(name) + " must be float32, got " + dtype_name(a));
+  bool ok = a.ndim() == shape.size();
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(i) == shape[i];
+  if (!ok) {
+    std::ostringstream s;
+    s << name << " must have shape (";
+    for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+    s << "), got " << shape_str(a);
+    value_error(s.str());
+  }
+  int64_t expect = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    if (shape[i] > 1 && a.stride(i) != expect)
+      value_error(std::string(name) + " must be contiguous, got strides " + strides_str(a));
+    expect *= (int64_t)shape[i];
+  }
+  if (reinterpret_cast<uintptr_t>(a.data()) % 16 != 0)
+    value_error(std::string(name) + " data pointer must be 16-byte aligned");
+}
+
+struct Checked {
+  FwdParams p;
+  int dtype = kFloat16;
+  int device_type = -1, device_id = 0;
+};
+
+Checked check_fwd_args(const Array& q, const Array& k, const Array& v, const Array& out,
+                       const Array& lse, const std::optional<Array>& mask,
+                       const std::optional<Array>& o_accum, const std::optional<Array>& lse_accum,
+                       int num_splits, bool allow_cpu) {
+  Checked c;
+  FwdParams& p = c.p;
+  check_device(q, "q", allow_cpu, &c.device_type, &c.device_id, "q");
+  check_device(k, "k", allow_cpu, &c.device_type, &c.device_id, "q");
+  check_device(v, "v", allow_cpu, &c.device_type, &c.device_id, "q");
+  check_device(out, "out", allow_cpu, &c.device_type, &c.device_id, "q");
+  check_device(lse, "lse", allow_cpu, &c.device_type, &c.device_id, "q");
+  if (mask) check_device(*mask, "mask", allow_cpu, &c.device_type, &c.device_id, "q");
+  if (o_accum) check_device(*o_accum, "o_accum", allow_cpu, &c.device_type, &c.device_id, "q");
+  if (lse_accum)
+    check_device(*lse_accum, "lse_accum", allow_cpu, &c.device_type, &c.device_id, "q");
+
+  if (!is_half_like(q))
+    type_error("q must be float16 or bfloat16, got " + dtype_name(q));
+  for (auto [a, name] : {std::pair<const Array*, const char*>{&k, "k"}, {&v, "v"}, {&out, "out"}})
+    if (a->dtype() != q.dtype())
+      type_error(std::string(name) + " has dtype " + dtype_name(*a) + " but q has " +
+                 dtype_name(q) + "; they must match");
+  c.dtype = q.dtype().code == kCodeBfloat ? kBFloat16 : kFloat16;
+
+  check_operand(q, "q");
+  check_operand(k, "k");
+  check_operand(v, "v");
+  check_operand(out, "out");
+  const size_t B = q.shape(0), Hq = q.shape(1), Lq = q.shape(2), D = q.shape(3);
+  const size_t Hkv = k.shape(1), Lk = k.shape(2), Dv = v.shape(3);
+  if (k.shape(0) != B || v.shape(0) != B)
+    value_error("batch sizes differ: q " + shape_str(q) + ", k " + shape_str(k) + ", v " +
+                shape_str(v));
+  if (k.shape(3) != D) value_error("k head dim " + std::to_string(k.shape(3)) + " != q's " +
+                                   std::to_string(D));
+  if (v.shape(1) != Hkv || v.shape(2) != Lk)
+    value_error("v " + shape_str(v) + " must match k " + shape_str(k) + " in heads and keys");
+  if (Hkv == 0 || Hq % Hkv != 0)
+    value_error("q has " + std::to_string(Hq) + " heads, not a multiple of k's " +
+                std::to_string(Hkv));
+  if (out.shape(0) != B || out.shape(1) != Hq || out.shape(2) != Lq || out.shape(3) != Dv)
+    value_error("out must have shape (" + std::to_string(B) + ", " + std::to_string(Hq) + ", " +
+                std::to_string(Lq) + ", " + std::to_string(Dv) + "), got " + shape_str(out));
+  if (B == 0 || Hq == 0 || Lq == 0 || Lk == 0)
+    value_error("empty problem (B, Hq, Lq or Lk is 0): the Python side handles it");
+  for (auto [dim, name] : {std::pair<size_t, const char*>{D, "D"}, {Dv, "Dv"}})
+    if (dim % 8 != 0 || dim > 256 || dim == 0)
+      value_error(std::string("head dim ") + name + "=" + std::to_string(dim) +
+                  " not supported: must be a multiple of 8 in [8, 256]");
+  const size_t group = Hq / Hkv;
+  if (Lq * group > 0x7fffffffULL || Lk > 0x7fffffffULL || B * Hq > 0x7fffffffULL)
+    value_error("problem too large for 32-bit row indices (Lq * Hq/Hkv, Lk and B * Hq must be "
+                "< 2^31)");
+  check_f32_contiguous(lse, "lse", {B, Hq, Lq});
+
+  p.q = q.data();
+  p.k = k.data();
+  p.v = v.data();
+  p.out = const_cast<void*>(out.data());
+  p.lse = static_cast<float*>(const_cast<void*>(lse.data()));
+  p.q_sb = stride_or_0(q, 0), p.q_sh = stride_or_0(q, 1), p.q_sl = stride_or_0(q, 2);
+  p.k_sb = stride_or_0(k, 0), p.k_sh = stride_or_0(k, 1), p.k_sl = stride_or_0(k, 2);
+  p.v_sb = stride_or_0(v, 0), p.v_sh = stride_or_0(v, 1), p.v_sl = stride_or_0(v, 2);
+  p.o_sb = stride_or_0(out, 0), p.o_sh = stride_or_0(out, 1), p.o_sl = stride_or_0(out, 2);
+  p.b = (int)B, p.hq = (int)Hq, p.hkv = (int)Hkv, p.group = (int)group;
+  p.lq = (int)Lq, p.lk = (int)Lk, p.d = (int)D, p.dv = (int)Dv;
+  p.rows = (int)(Lq * group);
+
+  if (mask) {
+    const Array& m = *mask;
+    if (m.ndim() != 4)
+      value_error("mask must have rank 4, broadcastable to [B, Hq, Lq, Lk], got shape " +
+                  shape_str(m));
+    const size_t target[4] = {B, Hq, Lq, Lk};
+    for (size_t i = 0; i < 4; ++i)
+      if (m.shape(i) != 1 && m.shape(i) != target[i])
+        value_error("mask of shape " + shape_str(m) + " is not broadcastable to [B, Hq, Lq, Lk] = [" +
+                    std::to_string(B) + ", " + std::to_string(Hq) + ", " + std::to_string(Lq) +
+                    ", " + std::to_string(Lk) + "]");
+    const auto dt = m.dtype();
+    if (dt.lanes != 1) type_error("mask must be a scalar dtype");
+    if (dt.code == kCodeBool && dt.bits == 8)
+      p.mask_type = kMaskBool;
+    else if (dt.code == kCodeFloat && dt.bits == 32)
+      p.mask_type = kMaskF32;
+    else if (dt.code == kCodeFloat && dt.bits == 16)
+      p.mask_type = kMaskF16;
+    else if (dt.code == kCodeBfloat && dt.bits == 16)
+      p.mask_type = kMaskBF16;
+    else
+      type_error("mask must be bool, float16, bfloat16 or float32, got " + dtype_name(m));
+    p.mask = m.data();
+    p.m_sb = stride_or_0(m, 0), p.m_sh = stride_or_0(m, 1);
+    p.m_sq = stride_or_0(m, 2), p.m_sk = stride_or_0(m, 3);
+  }
+
+  if (num_splits < 1 || num_splits > 128)
+    value_error("num_splits must be in [1, 128], got " + std::to_string(num_splits));
+  p.num_splits = num_splits;
+  if (num_splits > 1) {
+    if (!o_accum || !lse_accum)
+      value_error("num_splits > 1 needs the o_accum and lse_accum workspaces");
+    check_f32_contiguous(*o_accum, "o_accum", {(size_t)num_splits, B, Hq, Lq, Dv});
+    check_f32_contiguous(*lse_accum, "lse_accum", {(size_t)num_splits, B, Hq, Lq});
+    p.o_accum = static_cast<float*>(const_cast<void*>(o_accum->data()));
+    p.lse_accum = static_cast<float*>(const_cast<void*>(lse_accum->data()));
+  }
+  return c;
+}
+
+void set_scalars(FwdParams& p, double scale, bool causal, int window_left, int window_right,
+                 double softcap) {
+  if (!std::isfinite(scale)) value_error("scale must be finite, got " + std::to_string(scale));
+  if (!(softcap >= 0.0) || !std::isfinite(softcap))
+    value_error("softcap must be >= 0 (0 = off) and finite, got " + std::to_string(softcap));
+  if (window_left < -1 || window_right < -1)
+    value_error("window sides must be >= 0 or -1 (unbounded), got (" +
+                std::to_string(window_left) + ", " + std::to_string(window_right) + ")");
+  p.scale = (float)scale;
+  p.scale_log2 = (float)(scale * 1.4426950408889634);
+  p.softcap = (float)softcap;
+  p.window_left = window_left;
+  p.window_right = fold_causal(causal, window_right);
+}
+
+// The backward's extra tensors, on top of the forward's checks (which cover q, k, v, out, lse
+// and mask): dout like out, dq/dk/dv like q/k/v, delta (and dlse if given) like lse.
+void check_same_shape(const Array& a, const Array& like, const char* name, const char* like_name) {
+  bool ok = a.ndim() == like.ndim();
+  for (size_t i = 0; ok && i < a.ndim(); ++i) ok = a.shape(i) == like.shape(i);
+  if (!ok)
+    value_error(std::string(name) + " must have the shape of " + like_name + " " +
+                shape_str(like) + ", got " + shape_str(a));
+}
+
+Checked check_bwd_args(BwdParams& bp, const Array& dout, const Array& q, const Array& k,
+                       const Array& v, const Array& out, const Array& lse,
+                       const std::optional<Array>& dlse, const std::optional<Array>& mask,
+                       const Array& delta, const Array& dq, const Array& dk, const Array& dv,
+                       bool allow_cpu) {
+  Checked c = check_fwd_args(q, k, v, out, lse, mask, std::nullopt, std::nullopt, 1, allow_cpu);
+  for (auto [a, name] : {std::pair<const Array*, const char*>{&dout, "dout"}, {&delta, "delta"},
+                         {&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}})
+    check_device(*a, name, allow_cpu, &c.device_type, &c.device_id, "q");
+  if (dlse) check_device(*dlse, "dlse", allow_cpu, &c.device_type, &c.device_id, "q");
+  for (auto [a, name] : {std::pair<const Array*, const char*>{&dout, "dout"}, {&dq, "dq"},
+                         {&dk, "dk"}, {&dv, "dv"}})
+    if (a->dtype() != q.dtype())
+      type_error(std::string(name) + " has dtype " + dtype_name(*a) + " but q has " +
+                 dtype_name(q) + "; they must match");
+  check_operand(dout, "dout");
+  check_operand(dq, "dq");
+  check_operand(dk, "dk");
+  check_operand(dv, "dv");
+  check_same_shape(dout, out, "dout", "out");
+  check_same_shape(dq, q, "dq", "q");
+  check_same_shape(dk, k, "dk", "k");
+  check_same_shape(dv, v, "dv", "v");
+  const FwdParams& f = c.p;
+  const std::vector<size_t> rows = {(size_t)f.b, (size_t)f.hq, (size_t)f.lq};
+  check_f32_contiguous(delta, "delta", rows);
+  if (dlse) check_f32_contiguous(*dlse, "dlse", rows);
+
+  bp.dout = dout.data();
+  bp.do_sb = stride_or_0(dout, 0), bp.do_sh = stride_or_0(dout, 1), bp.do_sl = stride_or_0(dout, 2);
+  bp.dlse = dlse ? static_cast<const float*>(dlse->data()) : nullptr;
+  bp.delta = static_cast<float*>(const_cast<void*>(delta.data()));
+  bp.dq = const_cast<void*>(dq.data());
+  bp.dq_sb = stride_or_0(dq, 0), bp.dq_sh = stride_or_0(dq, 1), bp.dq_sl = stride_or_0(dq, 2);
+  bp.dk = const_cast<void*>(dk.data());
+  bp.dk_sb = stride_or_0(dk, 0), bp.dk_sh = stride_or_0(dk, 1), bp.dk_sl = stride_or_0(dk, 2);
+  bp.dv = const_cast<void*>(dv.data());
+  bp.dv_sb = stride_or_0(dv, 0), bp.dv_sh = stride_or_0(dv, 1), bp.dv_sl = stride_or_0(dv, 2);
+  return c;
+}
+
+nb::dict params_dict(const Checked& c) {
+  const FwdParams& p = c.p;
+  nb::dict d;
+  d["dtype"] = c.dtype == kBFloat16 ? "bfloat16" : "float16";
+  d["device_type"] = c.device_type;
+  d["device_id"] = c.device_id;
+  d["B"] = p.b, d["Hq"] = p.hq, d["Hkv"] = p.hkv, d["group"] = p.group;
+  d["Lq"] = p.lq, d["Lk"] = p.lk, d["D"] = p.d, d["Dv"] = p.dv, d["rows"] = p.rows;
+  d["q_strides"] = nb::make_tuple(p.q_sb, p.q_sh, p.q_sl);
+  d["k_strides"] = nb::make_tuple(p.k_sb, p.k_sh, p.k_sl);
+  d["v_strides"] = nb::make_tuple(p.v_sb, p.v_sh, p.v_sl);
+  d["out_strides"] = nb::make_tuple(p.o_sb, p.o_sh, p.o_sl);
+  d["mask_type"] = p.mask_type;
+  d["mask_strides"] = nb::make_tuple(p.m_sb, p.m_sh, p.m_sq, p.m_sk);
+  d["num_splits"] = p.num_splits;
+  d["window"] = nb::make_tuple(p.window_left, p.window_right);
+  d["head_dim_bucket"] = head_dim_bucket(p.d, p.dv);
+  return d;
+}
+
+}  // namespace
+
+NB_MODULE(_cuda, m) {
+  m.doc() = "mlx_attn CUDA bridge: FlashAttention-2-class forward and backward kernels (fp16/bf16, sm_80+)";
+
+  m.def(
+      "check_fwd_args",
+      [](const Array& q, const Array& k, const Array& v, const Array& out, const Array& lse,
+         std::optional<Array> mask, std::optional<Array> o_accum, std::optional<Array> lse_accum,
+         int num_splits, double scale, bool causal, int window_left, int window_right,
+         double softcap, bool allow_cpu) {
+        Checked c = check_fwd_args(q, k, v, out, lse, mask, o_accum, lse_accum, num_splits,
+                                   allow_cpu);
+        set_scalars(c.p, scale, causal, window_left, window_right, softcap);
+        return params_dict(c);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"),
+      nb::arg("mask").none(), nb::arg("o_accum").none(), nb::arg("lse_accum").none(),
+      nb::arg("num_splits"), nb::arg("scale"), nb::arg("causal"), nb::arg("window_left"),
+      nb::arg("window_right"), nb::arg("softcap"), nb::arg("allow_cpu") = false,
+      "Check the arguments of fwd() (also on CPU arrays with allow_cpu=True) and return the "
+      "launch parameters they give.");
+
+  m.def(
+      "fwd",
+      [](const Array& q, const Array& k, const Array& v, const Array& out, const Array& lse,
+         std::optional<Array> mask, std::optional<Array> o_accum, std::optional<Array> lse_accum,
+         int num_splits, double scale, bool causal, int window_left, int window_right,
+         double softcap, int config, uintptr_t stream) {
+        Checked c = check_fwd_args(q, k, v, out, lse, mask, o_accum, lse_accum, num_splits,
+                                   false);
+        set_scalars(c.p, scale, causal, window_left, window_right, softcap);
+        if (config != kPrefill && config != kDecode)
+          value_error("config must be 0 (prefill) or 1 (decode), got " + std::to_string(config));
+        if (config == kPrefill && num_splits != 1)
+          value_error("the prefill configuration takes num_splits == 1");
+        DeviceInfo info;
+        std::string err;
+        if (!device_info(c.device_id, &info, &err))
+          throw std::runtime_error("mlx_attn CUDA: cannot query device " +
+                                   std::to_string(c.device_id) + ": " + err);
+        if (info.major < 8)
+          value_error("device " + std::to_string(c.device_id) + " (" + info.name +
+                      ") has compute capability " + std::to_string(info.major) + "." +
+                      std::to_string(info.minor) + "; the kernels need 8.0 or newer");
+        nb::gil_scoped_release release;
+        run_fwd(c.p, c.dtype, config, c.device_id, stream);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"),
+      nb::arg("mask").none(), nb::arg("o_accum").none(), nb::arg("lse_accum").none(),
+      nb::arg("num_splits"), nb::arg("scale"), nb::arg("causal"), nb::arg("window_left"),
+      nb::arg("window_right"), nb::arg("softcap"), nb::arg("config"), nb::arg("stream"),
+      "Attention forward into out [B, Hq, Lq, Dv] and lse float32 [B, Hq, Lq] on `stream` "
+      "(an integer cudaStream_t).  With num_splits > 1 (config 1 only) o_accum float32 "
+      "[S, B, Hq, Lq, Dv] and lse_accum float32 [S, B, Hq, Lq] are the split-KV workspace.");
+
+  m.def(
+      "check_bwd_args",
+      [](const Array& dout, const Array& q, const Array& k, const Array& v, const Array& out,
+         const Array& lse, std::optional<Array> dlse, std::optional<Array> mask,
+         const Array& delta, const Array& dq, const Array& dk, const Array& dv, double scale,
+         bool causal, int window_left, int window_right, double softcap, bool allow_cpu) {
+        BwdParams bp;
+        Checked c = check_bwd_args(bp, dout, q, k, v, out, lse, dlse, mask, delta, dq, dk, dv,
+                                   allow_cpu);
+        set_scalars(c.p, scale, causal, window_left, window_right, softcap);
+        nb::dict d = params_dict(c);
+        d["dout_strides"] = nb::make_tuple(bp.do_sb, bp.do_sh, bp.do_sl);
+        d["dq_strides"] = nb::make_tuple(bp.dq_sb, bp.dq_sh, bp.dq_sl);
+        d["dk_strides"] = nb::make_tuple(bp.dk_sb, bp.dk_sh, bp.dk_sl);
+        d["dv_strides"] = nb::make_tuple(bp.dv_sb, bp.dv_sh, bp.dv_sl);
+        d["has_dlse"] = bp.dlse != nullptr;
+        return d;
+      },
+      nb::arg("dout"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"),
+      nb::arg("dlse").none(), nb::arg("mask").none(), nb::arg("delta"), nb::arg("dq"),
+      nb::arg("dk"), nb::arg("dv"), nb::arg("scale"), nb::arg("causal"), nb::arg("window_left"),
+      nb::arg("window_right"), nb::arg("softcap"), nb::arg("allow_cpu") = false,
+      "Check the arguments of bwd() (also on CPU arrays with allow_cpu=True) and return the "
+      "launch parameters they give.");
+
+  m.def(
+      "bwd",
+      [](const Array& dout, const Array& q, const Array& k, const Array& v, const Array& out,
+         const Array& lse, std::optional<Array> dlse, std::optional<Array> mask,
+         const Array& delta, const Array& dq, const Array& dk, const Array& dv, double scale,
+         bool causal, int window_left, int window_right, double softcap, uintptr_t stream) {
+        BwdParams bp;
+        Checked c = check_bwd_args(bp, dout, q, k, v, out, lse, dlse, mask, delta, dq, dk, dv,
+                                   false);
+        set_scalars(c.p, scale, causal, window_left, window_right, softcap);
+        DeviceInfo info;
+        std::string err;
+        if (!device_info(c.device_id, &info, &err))
+          throw std::runtime_error("mlx_attn CUDA: cannot query device " +
+                                   std::to_string(c.device_id) + ": " + err);
+        if (info.major < 8)
+          value_error("device " + std::to_string(c.device_id) + " (" + info.name +
+                      ") has compute capability " + std::to_string(info.major) + "." +
+                      std::to_string(info.minor) + "; the kernels need 8.0 or newer");
+        bp.f = c.p;
+        nb::gil_scoped_release release;
+        run_bwd(bp, c.dtype, c.device_id, stream);
+      },
+      nb::arg("dout"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"),
+      nb::arg("dlse").none(), nb::arg("mask").none(), nb::arg("delta"), nb::arg("dq"),
+      nb::arg("dk"), nb::arg("dv"), nb::arg("scale"), nb::arg("causal"), nb::arg("window_left"),
+      nb::arg("window_right"), nb::arg("softcap"), nb::arg("stream"),
+      "Attention backward: dq, dk, dv (shaped like q, k, v, q's dtype) from dout, the forward's "
+      "out and lse, and optionally dlse; delta float32 [B, Hq, Lq] is workspace.  "
+      "Deterministic (no atomics).");
+
+  m.def(
+      "plan",
+      [](int B, int Hq, int Hkv, int Lq, int Lk, int D, int Dv, bool causal, int window_left,
+         int window_right, int device) {
+        if (Hkv <= 0 || Hq % Hkv != 0) value_error("plan: Hq must be a multiple of Hkv");
+        FwdParams p;
+        p.b = B, p.hq = Hq, p.hkv = Hkv, p.group = Hq / Hkv, p.lq = Lq, p.lk = Lk;
+        p.d = D, p.dv = Dv, p.rows = Lq * p.group;
+        p.window_left = window_left;
+        p.window_right = fold_causal(causal, window_right);
+        const PlanResult r = plan(p, device);
+        return nb::make_tuple(r.config, r.num_splits);
+      },
+      nb::arg("B"), nb::arg("Hq"), nb::arg("Hkv"), nb::arg("Lq"), nb::arg("Lk"), nb::arg("D"),
+      nb::arg("Dv"), nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"),
+      nb::arg("device"),
+      "(config, num_splits) for a problem on `device`: config 0 = prefill tiles, 1 = 64-row "
+      "tiles with the key range split num_splits ways (split-KV).");
+
+  m.def(
+      "device_count",
+      []() {
+        std::string err;
+        const int n = device_count(&err);
+        return nb::make_tuple(n, err);
+      },
+      "(number of CUDA devices, error text if 0).  Never raises (no driver -> 0).");
+
+  m.def(
+      "device_info",
+      [](int device) -> nb::object {
+        DeviceInfo info;
+        std::string err;
+        if (!device_info(device, &info, &err)) return nb::str(err.c_str());
+        nb::dict d;
+        d["name"] = info.name;
+        d["capability"] = nb::make_tuple(info.major, info.minor);
+        d["sms"] = info.sms;
+        d["smem_optin"] = info.smem_optin;
+        return d;
+      },
+      nb::arg("device"), "Device properties as a dict, or the CUDA error text as a str.");
+
+  m.def("kernel_image_error", &kernel_image_error, nb::arg("device"),
+        "'' if this build has kernels the device can run, else why not.");
+  m.def("head_dims", &built_head_dims, "Head-dim buckets compiled into this build.");
+  m.def("archs", &built_archs, "CUDA architectures this build was compiled for.");
+  m.def(
+      "head_dim_bucket", [](int d, int dv) -> int { return mlx_attn_cuda::head_dim_bucket(d, dv); }, nb::arg("d"),
+      nb::arg("dv"), "The kernel bucket (32..256) serving head dims d and dv, 0 if none.");
+}

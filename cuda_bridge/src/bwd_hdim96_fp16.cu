@@ -1,0 +1,4 @@
+// Backward kernels for head-dim bucket 96, fp16.
+#include "mlx_attn_cuda/bwd_launch.cuh"
+
+MA_DEFINE_BWD(__half, fp16, 96)

@@ -1,0 +1,228 @@
+"""The CUDA kernels as torch custom ops: `torch.ops.mlx_attn.fwd` and `torch.ops.mlx_attn.bwd`.
+
+    fwd(q, k, v, mask, scale, causal, window_left, window_right, softcap, out_blhd)
+        -> (out [B, Hq, Lq, Dv] in q's dtype, lse float32 [B, Hq, Lq])
+
+q/k/v are in the bhld index order (any batch/head/seq strides, contiguous last dim); mask is
+None or rank 4 broadcastable to [B, Hq, Lq, Lk] (bool keeps True, floating is added); causal is
+bottom-right aligned; window sides are -1 when unbounded; softcap 0 means off.  With
+out_blhd=True, out is a [B, Hq, Lq, Dv] view of a contiguous [B, Lq, Hq, Dv] tensor, so that a
+caller in the "blhd" layout gets a contiguous result back.
+
+Registered with `torch.library.custom_op` and `register_fake`, so torch.compile traces it and
+`torch.library.opcheck` validates it.  On CUDA tensors it runs our kernels (mlx_attn._cuda,
+tensors passed through DLPack after .detach(), outputs and split-KV workspace allocated here by
+torch's caching allocator, launched on the current torch stream).  On any other device it runs
+the math backend, a reference implementation that keeps the op usable (and testable) anywhere.
+
+    bwd(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left, window_right, softcap,
+        deterministic) -> (dq, dk, dv)
+
+is the backward, wired to fwd with `register_autograd` (so torch.autograd and torch.compile
+both differentiate fwd; the mask gets no gradient, lse does).  On CUDA it runs our backward
+kernels, which never use atomics: `deterministic=True` (or torch's deterministic-algorithms
+mode) is honoured by construction.  Elsewhere it evaluates the kernels' formulas in float32
+torch (a stand-in so that the ops can be opchecked and traced without a GPU).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import extension, load_error
+
+OP_NAME = "mlx_attn::fwd"
+
+
+def _empty_out(q: torch.Tensor, B: int, Hq: int, Lq: int, Dv: int, out_blhd: bool):
+    if out_blhd:
+        return q.new_empty((B, Lq, Hq, Dv)).transpose(1, 2)
+    return q.new_empty((B, Hq, Lq, Dv))
+
+
+@torch.library.custom_op(OP_NAME, mutates_args=())
+def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+        scale: float, causal: bool, window_left: int, window_right: int, softcap: float,
+        out_blhd: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if q.device.type == "cuda":
+        return _fwd_cuda(q, k, v, mask, scale, causal, window_left, window_right, softcap,
+                         out_blhd)
+    return _fwd_reference(q, k, v, mask, scale, causal, window_left, window_right, softcap,
+                          out_blhd)
+
+
+@fwd.register_fake
+def _fwd_fake(q, k, v, mask, scale, causal, window_left, window_right, softcap, out_blhd):
+    B, Hq, Lq, _ = q.shape
+    Dv = v.shape[3]
+    out = _empty_out(q, B, Hq, Lq, Dv, out_blhd)
+    lse = q.new_empty((B, Hq, Lq), dtype=torch.float32)
+    return out, lse
+
+
+@torch.library.custom_op("mlx_attn::bwd", mutates_args=())
+def bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+        lse: torch.Tensor, dlse: Optional[torch.Tensor], mask: Optional[torch.Tensor],
+        scale: float, causal: bool, window_left: int, window_right: int, softcap: float,
+        deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if q.device.type == "cuda":
+        return _bwd_cuda(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left,
+                         window_right, softcap)
+    return _bwd_reference(dout, q, k, v, dlse, mask, scale, causal, window_left, window_right,
+                          softcap)
+
+
+@bwd.register_fake
+def _bwd_fake(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left, window_right,
+              softcap, deterministic):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, mask, scale, causal, window_left, window_right, softcap, _ = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, mask)
+    ctx.scalars = (float(scale), bool(causal), int(window_left), int(window_right),
+                   float(softcap))
+
+
+def _backward(ctx, grad_out, grad_lse):
+    q, k, v, out, lse, mask = ctx.saved_tensors
+    if grad_out is None:
+        grad_out = torch.zeros_like(out)
+    dq, dk, dv = bwd(grad_out, q, k, v, out, lse, grad_lse, mask, *ctx.scalars,
+                     torch.are_deterministic_algorithms_enabled())
+    return dq, dk, dv, None, None, None, None, None, None, None
+
+
+fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _bwd_cuda(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left, window_right,
+              softcap):
+    ext = extension()
+    if ext is None:
+        raise RuntimeError(f"mlx_attn CUDA extension mlx_attn._cuda is not available: "
+                           f"{load_error()}")
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+    B, Hq, Lq, _ = q.shape
+    if B * Hq * Lq == 0 or k.shape[2] == 0:  # nothing attends: every gradient is 0
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    # autograd may hand in expanded or strided gradients; the kernels want a unit last stride
+    dout = _dense_last(dout.detach())
+    if dlse is not None:
+        dlse = dlse.detach().to(torch.float32).contiguous()
+    if mask is not None:
+        mask = mask.detach()
+        if mask.dtype == torch.float64:
+            mask = mask.float()
+    delta = torch.empty((B, Hq, Lq), dtype=torch.float32, device=q.device)
+    with torch.cuda.device(q.device):
+        stream = torch.cuda.current_stream(q.device).cuda_stream
+        ext.bwd(dout, q.detach(), k.detach(), v.detach(), _dense_last(out.detach()),
+                lse.detach().contiguous(), dlse, mask, delta, dq, dk, dv, float(scale),
+                bool(causal), int(window_left), int(window_right), float(softcap), stream)
+    return dq, dk, dv
+
+
+def _dense_last(x: torch.Tensor) -> torch.Tensor:
+    """x itself when the kernels can read it (unit last stride, 16-byte granules), else a copy."""
+    ok = (x.stride(-1) == 1 or x.shape[-1] == 1) and x.data_ptr() % 16 == 0 and all(
+        n == 1 or s % 8 == 0 for n, s in zip(x.shape[:-1], x.stride()[:-1]))
+    return x if ok else x.contiguous()
+
+
+def _bwd_reference(dout, q, k, v, dlse, mask, scale, causal, window_left, window_right, softcap):
+    """The kernels' backward formulas (cuda_bridge/.../bwd_math.h) in float32 torch, for
+    non-CUDA tensors: a stand-in that keeps the op usable and opcheck-able without a GPU.
+
+    (Autograd through the math backend is not available here: a custom op's implementation
+    runs below the autograd dispatch key.)  K/V are repeated over the group for simplicity.
+    """
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    qf, kf, vf, gf = (x.detach().float() for x in (q, k, v, dout))
+    kf, vf = kf.repeat_interleave(G, 1), vf.repeat_interleave(G, 1)
+    s = scale * (qf @ kf.transpose(-1, -2))
+    slope = torch.full_like(s, scale)
+    if softcap > 0:
+        t = torch.tanh(s / softcap)
+        s, slope = softcap * t, scale * (1 - t * t)
+    keep = torch.ones(s.shape, dtype=torch.bool)
+    if mask is not None:
+        m = mask.detach().expand(B, Hq, Lq, Lk)
+        if m.dtype == torch.bool:
+            keep = keep & m
+        else:
+            s = s + m.float()
+    i = torch.arange(Lq)[:, None] + (Lk - Lq)
+    j = torch.arange(Lk)[None, :]
+    right = 0 if causal and (window_right < 0 or window_right > 0) else window_right
+    if right >= 0:
+        keep = keep & (j <= i + right)
+    if window_left >= 0:
+        keep = keep & (j >= i - window_left)
+    s = s.masked_fill(~keep, float("-inf"))
+    lse = torch.logsumexp(s, -1, keepdim=True)
+    p = torch.exp(s - lse).nan_to_num(0.0)          # rows with no allowed key: p = 0
+    delta = (gf * (p @ vf)).sum(-1, keepdim=True)
+    if dlse is not None:
+        delta = delta - dlse.detach().float()[..., None]
+    dx = p * (gf @ vf.transpose(-1, -2) - delta) * slope
+    dq = dx @ kf
+    dk = (dx.transpose(-1, -2) @ qf).reshape(B, Hkv, G, Lk, D).sum(2)
+    dv = (p.transpose(-1, -2) @ gf).reshape(B, Hkv, G, Lk, v.shape[3]).sum(2)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+def _fwd_cuda(q, k, v, mask, scale, causal, window_left, window_right, softcap, out_blhd):
+    ext = extension()
+    if ext is None:
+        raise RuntimeError(f"mlx_attn CUDA extension mlx_attn._cuda is not available: "
+                           f"{load_error()}")
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
+    out = _empty_out(q, B, Hq, Lq, Dv, out_blhd)
+    lse = torch.empty((B, Hq, Lq), dtype=torch.float32, device=q.device)
+    if B * Hq * Lq == 0:
+        return out, lse
+    if Lk == 0:  # no keys: every row is fully masked
+        out.zero_()
+        lse.fill_(float("-inf"))
+        return out, lse
+    if mask is not None:
+        mask = mask.detach()
+        if mask.dtype == torch.float64:  # the kernel adds float32 (as the math path does)
+            mask = mask.float()
+    with torch.cuda.device(q.device):
+        device = torch.cuda.current_device()
+        config, splits = ext.plan(B, Hq, Hkv, Lq, Lk, D, Dv, bool(causal), int(window_left),
+                                  int(window_right), device)
+        o_accum = lse_accum = None
+        if splits > 1:
+            o_accum = torch.empty((splits, B, Hq, Lq, Dv), dtype=torch.float32, device=q.device)
+            lse_accum = torch.empty((splits, B, Hq, Lq), dtype=torch.float32, device=q.device)
+        stream = torch.cuda.current_stream(q.device).cuda_stream
+        ext.fwd(q.detach(), k.detach(), v.detach(), out, lse, mask, o_accum, lse_accum, splits,
+                float(scale), bool(causal), int(window_left), int(window_right), float(softcap),
+                config, stream)
+    return out, lse
+
+
+def _fwd_reference(q, k, v, mask, scale, causal, window_left, window_right, softcap, out_blhd):
+    from ..api import flash_attention
+
+    window = None if (window_left < 0 and window_right < 0) else (window_left, window_right)
+    if mask is not None:
+        mask = mask.detach()
+    ref, lse = flash_attention(q.detach(), k.detach(), v.detach(), scale=scale, causal=causal,
+                               mask=mask, window=window, softcap=softcap if softcap > 0 else None,
+                               return_lse=True, backend="math")
+    B, Hq, Lq, _ = q.shape
+    out = _empty_out(q, B, Hq, Lq, v.shape[3], out_blhd)
+    out.copy_(ref)
+    return out, lse.contiguous()
