@@ -141,7 +141,7 @@ def check_dense(q, k, v, *, scale, causal, mask, window, softcap, return_lse,
         _rank(x, name, 4, doc)
     if layout == "blhd":
         q, k, v = (ops.swapaxes(x, 1, 2) for x in (q, k, v))
-    (B, Hq, Lq, D), (Bk, Hkv, Lk, Dk), (Bv, Hv, Lv, Dv) = q.shape, k.shape, v.shape
+    (B, Hq, Lq, D), (_, Hkv, Lk, _), Dv = q.shape, k.shape, v.shape[3]
     _same_dims(q.shape, k.shape, v.shape)
     target = (B, Hq, Lq, Lk)
     mask, mask_kind = _mask(mask, ops, kind, device, target)
@@ -155,7 +155,7 @@ def check_dense(q, k, v, *, scale, causal, mask, window, softcap, return_lse,
 
 def _same_dims(qs, ks, vs):
     """B, D, Hkv and Lk agreement and Hq % Hkv == 0, on bhld-ordered shapes."""
-    (B, Hq, Lq, D), (Bk, Hkv, Lk, Dk), (Bv, Hv, Lv, Dv) = qs, ks, vs
+    (B, Hq, _, D), (Bk, Hkv, Lk, Dk), (Bv, Hv, Lv, _) = qs, ks, vs
     if Bk != B or Bv != B:
         raise ValueError(f"batch sizes differ: q has B={B}, k has B={Bk}, v has B={Bv}")
     if Dk != D:
