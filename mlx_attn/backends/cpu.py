@@ -1,6 +1,14 @@
-"""The `cpu` backend: our native C++ tiled flash-attention kernel."""
+"""The `cpu` backend: our native C++ tiled flash-attention kernel (csrc/cpu).
+
+numpy arrays and torch CPU tensors go through mlx_attn._cpu (raw pointers, zero-copy); MLX arrays
+on the CPU go through mlx_attn._cpu_mlx, an MLX primitive with a vjp, built against one MLX
+version: another installed MLX version makes the backend decline MLX arrays (never a crash).
+"""
 from __future__ import annotations
 
+import functools
+
+from ..call import FEATURES, AttentionCall
 from .base import Backend
 
 
@@ -9,7 +17,57 @@ class CpuBackend(Backend):
     priority = 30
     array_kinds = frozenset({"mlx", "torch", "numpy"})
     dtypes = frozenset({"float16", "bfloat16", "float32"})
+    head_dims = None
+    features = frozenset(FEATURES)
     summary = "MLX CPU arrays, torch CPU tensors and numpy (native C++ kernel)"
 
     def _availability_reasons(self) -> list[str]:
-        return ["the native extension mlx_attn._cpu is not built"]
+        try:
+            from .. import cpu_ops  # noqa: PLC0415
+            cpu_ops.native()
+        except ImportError as error:
+            return [f"the native extension mlx_attn._cpu is not built ({error})"]
+        return []
+
+    def extra_reasons(self, call: AttentionCall) -> list[str]:
+        if call.kind == "torch" and call.device != "cpu":
+            return [f"takes torch tensors on the CPU, got device {call.device}"]
+        if call.kind == "mlx":
+            if call.device != "cpu":
+                return ["takes MLX arrays on the CPU device (the default device is the GPU)"]
+            return list(mlx_reasons())
+        return []
+
+    def forward(self, call: AttentionCall):
+        return _run(call)
+
+    def forward_varlen(self, call: AttentionCall):
+        return _run(call)
+
+
+def _run(call: AttentionCall):
+    from .. import cpu_ops  # noqa: PLC0415
+    if call.kind == "numpy":
+        return cpu_ops.numpy_forward(call)
+    if call.kind == "torch":
+        return cpu_ops.torch_forward(call)
+    from .. import cpu_mlx  # noqa: PLC0415
+    return cpu_mlx.mlx_forward(call)
+
+
+@functools.cache
+def mlx_reasons() -> tuple:
+    """Why MLX arrays cannot use the kernel (empty when they can)."""
+    from .. import cpu_ops  # noqa: PLC0415
+    built = getattr(cpu_ops.native(), "MLX_BUILT_VERSION", "")
+    if not built:
+        return ("the extension was built without the MLX primitive (MLX not found at build time)",)
+    import mlx.core as mx  # noqa: PLC0415
+    if mx.__version__ != built:
+        return (f"the MLX primitive was built for mlx {built} but mlx {mx.__version__} is "
+                f"installed; rebuild mlx_attn",)
+    try:
+        from .. import _cpu_mlx  # noqa: F401, PLC0415
+    except ImportError as error:
+        return (f"the MLX primitive mlx_attn._cpu_mlx failed to load ({error})",)
+    return ()
