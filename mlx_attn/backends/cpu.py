@@ -50,7 +50,8 @@ def _run(call: AttentionCall):
     if call.kind == "numpy":
         return cpu_ops.numpy_forward(call)
     if call.kind == "torch":
-        return cpu_ops.torch_forward(call)
+        from .. import cpu_torch  # noqa: PLC0415
+        return cpu_torch.torch_forward(call)
     from .. import cpu_mlx  # noqa: PLC0415
     return cpu_mlx.mlx_forward(call)
 
