@@ -3,16 +3,14 @@ registered with autograd and fake (meta) implementations, so torch.autograd and 
 one op. No `from __future__ import annotations` here: torch infers the op schemas from the
 annotations at run time.
 """
-import functools
 from typing import Optional
 
 import torch
 
 from .cpu_ops import MASK_KIND, MASK_TYPE, _bhld, _spec, _torch_desc, native
 
-@functools.cache
-def torch_ops():
-    """Registers the torch custom ops once; returns the forward op."""
+def _register():
+    """Registers the torch custom ops (once, at import); returns the forward op."""
     def dims_of(q, k, v, cu_q):
         if cu_q is not None:
             return (cu_q.numel() - 1, q.shape[1], k.shape[1], q.shape[0], k.shape[0], q.shape[2],
@@ -104,6 +102,14 @@ def torch_ops():
     return attention
 
 
+_OP = _register()
+
+
+def torch_ops():
+    """The forward custom op (mlx_attn::cpu_attention)."""
+    return _OP
+
+
 def _torch_mask(mask):
     if mask is None or mask.dtype in (torch.bool, torch.float32, torch.float16, torch.bfloat16):
         return mask
@@ -111,7 +117,7 @@ def _torch_mask(mask):
 
 
 def torch_forward(call):
-    op = torch_ops()
+    op = _OP
     wl, wr = call.window if call.window is not None else (-1, -1)
     cu_q = cu_k = None
     if call.varlen:

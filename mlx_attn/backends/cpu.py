@@ -56,17 +56,25 @@ def _run(call: AttentionCall):
     return cpu_mlx.mlx_forward(call)
 
 
+def version_reason(built: str, installed: str):
+    """Why an extension built against MLX `built` cannot serve MLX `installed` (None if it can)."""
+    if not built:
+        return "the extension was built without the MLX primitive (MLX not found at build time)"
+    if built != installed:
+        return (f"the MLX primitive was built for mlx {built} but mlx {installed} is installed; "
+                f"rebuild mlx_attn")
+    return None
+
+
 @functools.cache
 def mlx_reasons() -> tuple:
-    """Why MLX arrays cannot use the kernel (empty when they can)."""
+    """Why MLX arrays cannot use the kernel (empty when they can). Checked before the MLX
+    extension is imported, so a mismatched MLX never loads it."""
     from .. import cpu_ops  # noqa: PLC0415
-    built = getattr(cpu_ops.native(), "MLX_BUILT_VERSION", "")
-    if not built:
-        return ("the extension was built without the MLX primitive (MLX not found at build time)",)
     import mlx.core as mx  # noqa: PLC0415
-    if mx.__version__ != built:
-        return (f"the MLX primitive was built for mlx {built} but mlx {mx.__version__} is "
-                f"installed; rebuild mlx_attn",)
+    reason = version_reason(getattr(cpu_ops.native(), "MLX_BUILT_VERSION", ""), mx.__version__)
+    if reason:
+        return (reason,)
     try:
         from .. import _cpu_mlx  # noqa: F401, PLC0415
     except ImportError as error:
