@@ -15,10 +15,14 @@ namespace {
 
 inline int padw(int d) { return int(round_up(d, W)); }
 
+// keys per backward tile: larger than the forward's so that packing a query block (q, dO and
+// their transposes) is amortised over more keys
+constexpr int BKB = 4 * BK;
+
 size_t bwd_ws_floats(const Problem& p) {
   const size_t Dp = padw(p.D), Dvp = padw(p.Dv);
-  return size_t(p.D + p.Dv) * BQ + size_t(BQ) * (Dp + Dvp) + size_t(4) * BK * BQ + BK +
-         size_t(2) * BK * (Dp + Dvp) + 4 * BQ + 64;
+  return size_t(p.D + p.Dv) * BQ + size_t(BQ) * (Dp + Dvp) + size_t(4) * BKB * BQ + BKB +
+         size_t(2) * BKB * (Dp + Dvp) + 4 * BQ + 64;
 }
 int bwd_dp(const Problem& p) { return padw(p.D); }
 
@@ -31,12 +35,12 @@ void bwd_block(const Problem& p, const Seq& s, int b, int h, int i0, int n, int 
   float* dOT = QT + size_t(D) * BQ;        // Dv x BQ
   float* Qp = dOT + size_t(Dv) * BQ;       // BQ x Dp
   float* dOp = Qp + size_t(BQ) * Dp;       // BQ x Dvp
-  float* ST = dOp + size_t(BQ) * Dvp;      // BK x BQ: scores, then P
-  float* DPT = ST + size_t(BK) * BQ;       // BK x BQ: dP, then dS
-  float* TT = DPT + size_t(BK) * BQ;       // BK x BQ: tanh (softcap)
-  float* MT = TT + size_t(BK) * BQ;        // BK x BQ: mask tile
-  float* MU = MT + size_t(BK) * BQ;        // BK
-  float* LSE2 = MU + BK;                   // BQ
+  float* ST = dOp + size_t(BQ) * Dvp;      // BKB x BQ: scores, then P
+  float* DPT = ST + size_t(BKB) * BQ;       // BKB x BQ: dP, then dS
+  float* TT = DPT + size_t(BKB) * BQ;       // BKB x BQ: tanh (softcap)
+  float* MT = TT + size_t(BKB) * BQ;        // BKB x BQ: mask tile
+  float* MU = MT + size_t(BKB) * BQ;        // BKB
+  float* LSE2 = MU + BKB;                   // BQ
   float* DELTA = LSE2 + BQ;                // BQ
 
   const bool cap = p.softcap > 0;
@@ -122,16 +126,16 @@ void bwd_keys_t(const Problem& p, const KeyRange& kr, float* ws) {
   const int D = p.D, Dv = p.Dv, Dp = padw(D), Dvp = padw(Dv), G = p.Hq / p.Hkv;
   const Seq s = seq_of(p, kr.b);
   const int off = s.Lk - s.Lq;
-  float* Kp = ws + size_t(p.D + p.Dv) * BQ + size_t(BQ) * (Dp + Dvp) + size_t(4) * BK * BQ + BK +
+  float* Kp = ws + size_t(p.D + p.Dv) * BQ + size_t(BQ) * (Dp + Dvp) + size_t(4) * BKB * BQ + BKB +
               4 * BQ;
-  float* Vp = Kp + size_t(BK) * Dp;
-  float* dK = Vp + size_t(BK) * Dvp;
-  float* dV = dK + size_t(BK) * Dp;
+  float* Vp = Kp + size_t(BKB) * Dp;
+  float* dK = Vp + size_t(BKB) * Dvp;
+  float* dV = dK + size_t(BKB) * Dp;
   const int64_t kbase = kr.b * p.ks[0] + kr.hk * p.ks[1] + s.ko * p.ks[2];
   const int64_t vbase = kr.b * p.vs[0] + kr.hk * p.vs[1] + s.ko * p.vs[2];
   const int nv_all = imin(NVMAX, (s.Lq + W - 1) / W);
-  for (int j0 = kr.k0; j0 < kr.k1; j0 += BK) {
-    const int nk = imin(BK, kr.k1 - j0);
+  for (int j0 = kr.k0; j0 < kr.k1; j0 += BKB) {
+    const int nk = imin(BKB, kr.k1 - j0);
     for (int j = 0; j < nk; ++j) {
       convert_row<DT>(Kp + j * Dp, p.k, kbase + (j0 + j) * p.ks[2], p.ks[3], D, 1.0f);
       convert_row<DT>(Vp + j * Dvp, p.v, vbase + (j0 + j) * p.vs[2], p.vs[3], Dv, 1.0f);
