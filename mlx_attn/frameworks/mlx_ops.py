@@ -36,7 +36,8 @@ class MlxOps:
         return False
 
     def to_host(self, x) -> np.ndarray:
-        return np.array(x)
+        """A numpy copy; bfloat16 (which numpy lacks) is widened to float32 exactly."""
+        return np.array(x.astype(mx.float32) if x.dtype == mx.bfloat16 else x)
 
     def astype(self, x, dtype: str):
         return x.astype(_DTYPES[dtype])

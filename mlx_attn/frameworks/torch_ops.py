@@ -33,7 +33,9 @@ class TorchOps:
         return torch.is_grad_enabled() and any(x.requires_grad for x in xs)
 
     def to_host(self, x) -> np.ndarray:
-        return x.detach().cpu().numpy()
+        """A numpy copy; bfloat16 (which numpy lacks) is widened to float32 exactly."""
+        x = x.detach().cpu()
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
 
     def astype(self, x, dtype: str):
         return x.to(_DTYPES[dtype])

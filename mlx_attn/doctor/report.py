@@ -1,0 +1,108 @@
+"""Showing the doctor's findings: rich tables on the terminal, a JSON file, a PNG chart."""
+from __future__ import annotations
+
+import json
+import platform
+
+from rich.console import Console
+from rich.table import Table
+
+from ..api import backends
+
+
+def environment() -> dict:
+    info = {"python": platform.python_version(), "machine": platform.machine(),
+            "system": platform.system()}
+    for name in ("numpy", "torch", "mlx"):
+        try:
+            module = __import__(name if name != "mlx" else "mlx.core", fromlist=["_"])
+            info[name] = getattr(module, "__version__", "?")
+        except ImportError:
+            info[name] = None
+    from .. import __version__
+    info["mlx_attn"] = __version__
+    return info
+
+
+def backend_table() -> Table:
+    table = Table(title="backends (priority order)")
+    for column in ("backend", "available here", "handles / why not"):
+        table.add_column(column)
+    for b in backends():
+        table.add_row(b.name, "[green]yes[/]" if b.available else "[red]no[/]",
+                      b.summary if b.available else "; ".join(b.reasons))
+    return table
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def results_table(title: str, results) -> Table:
+    table = Table(title=title)
+    for column, justify in (("case", "left"), ("impl", "left"), ("ms", "right"),
+                            ("TFLOP/s", "right"), ("vs SDPA", "right"), ("peak MB", "right"),
+                            ("max err", "right"), ("check", "left")):
+        table.add_column(column, justify=justify)
+    for r in results:
+        if r.ok is None:
+            check = f"[dim]not run: {r.note}[/]"
+        elif r.ok:
+            check = "[green]ok[/]"
+        else:
+            check = f"[red]FAIL[/] {r.note}"
+        table.add_row(r.case, r.impl, _fmt(r.time_ms, ".2f"), _fmt(r.tflops, ".3f"),
+                      _fmt(r.vs_sdpa, ".2f"), _fmt(r.peak_mb, ".0f"), _fmt(r.max_err, ".1e"),
+                      check)
+    return table
+
+
+def print_report(console: Console, results) -> None:
+    groups = dict.fromkeys((r.framework, r.device, r.dtype) for r in results)
+    for group in groups:
+        rows = [r for r in results if (r.framework, r.device, r.dtype) == group]
+        console.print(results_table("{} arrays on {}, {}".format(*group), rows))
+    console.print("median times; TFLOP/s = 4·B·H·Lq·Lk·D (halved if causal) / time; vs SDPA = "
+                  "the native SDPA's time / ours in the same run (> 1: we are faster); max err "
+                  "vs the float64 reference")
+    failed = [r for r in results if r.ok is False]
+    if failed:
+        console.print(f"[red]{len(failed)} result(s) failed the reference check[/]")
+    else:
+        console.print("[green]every result that ran matches the float64 reference[/]")
+
+
+def write_json(path: str, results, cases) -> None:
+    payload = {"environment": environment(),
+               "backends": [b.__dict__ | {"reasons": list(b.reasons)} for b in backends()],
+               "cases": [c.as_dict() for c in cases],
+               "results": [r.as_dict() for r in results]}
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+
+
+def write_plot(path: str, results) -> None:
+    """Grouped bars: TFLOP/s per case, one bar per (array kind, impl)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise SystemExit("--plot needs matplotlib: pip install 'mlx_attn[plot]'") from error
+    timed = [r for r in results if r.tflops is not None]
+    cases = list(dict.fromkeys(r.case for r in timed))
+    series = list(dict.fromkeys(f"{r.framework}:{r.impl}" for r in timed))
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cases)), 4))
+    for n, label in enumerate(series):
+        values = {r.case: r.tflops for r in timed if f"{r.framework}:{r.impl}" == label}
+        ax.bar([c + n * width for c in range(len(cases))],
+               [values.get(case, 0.0) for case in cases], width, label=label)
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases, rotation=20,
+                  ha="right", fontsize=8)
+    ax.set_ylabel("TFLOP/s (4·B·H·Lq·Lk·D, halved if causal)")
+    ax.set_title("mlx_attn doctor")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
