@@ -1,5 +1,5 @@
-// nanobind module mlx_attn._cpu: the kernel on raw pointers + element strides, for numpy and
-// torch CPU arrays (the Python glue in mlx_attn/cpu_ops.py passes data pointers, never copies).
+// nanobind module mlx_attn.cpu._kernel: the kernel on raw pointers + element strides, for numpy
+// and torch CPU arrays (the Python glue in mlx_attn/cpu/ passes data pointers, never copies).
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
@@ -62,7 +62,7 @@ Problem problem_of(const nb::dict& d) {
 
 }  // namespace
 
-NB_MODULE(_cpu, m) {
+NB_MODULE(_kernel, m) {
   m.doc() = "mlx_attn native CPU flash-attention kernel (raw pointer interface)";
   m.def("forward", [](const nb::dict& spec) {
     Problem p = problem_of(spec);

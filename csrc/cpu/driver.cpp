@@ -77,12 +77,14 @@ void check(const Problem& p, bool backward) {
   if (p.B < 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Lq < 0 || p.Lk < 0 || p.D <= 0 || p.Dv <= 0)
     bad("dimensions must be positive");
   if (p.Hq % p.Hkv) bad("Hq must be a multiple of Hkv");
-  if (!p.q || !p.k || !p.v) bad("q, k and v are required");
+  // empty arrays may have null data pointers (torch, MLX): only non-empty ones are required
+  const bool any_q = p.B > 0 && p.Lq > 0, any_k = p.B > 0 && p.Lk > 0;
+  if ((any_q && !p.q) || (any_k && (!p.k || !p.v))) bad("q, k and v are required");
   if (p.mask_kind != MASK_NONE && (!p.mask || p.mask_type < MT_BOOL || p.mask_type > MT_BF16))
     bad("mask pointer or type missing");
   if (p.mask_kind != MASK_NONE && p.cu_q) bad("varlen takes no mask");
-  if (!backward && !p.o) bad("out is required");
-  if (backward && (!p.o || !p.lse || !p.dout || !p.dq || !p.dk || !p.dv))
+  if (!backward && any_q && !p.o) bad("out is required");
+  if (backward && ((any_q && (!p.o || !p.lse || !p.dout || !p.dq)) || (any_k && (!p.dk || !p.dv))))
     bad("backward needs o, lse, dout, dq, dk and dv");
   if ((p.cu_q == nullptr) != (p.cu_k == nullptr)) bad("varlen needs both cu_seqlens");
   if (p.cu_q) {

@@ -1,4 +1,4 @@
-// nanobind module mlx_attn._cpu_mlx (NB_DOMAIN mlx, so it shares mlx.core's array type).
+// nanobind module mlx_attn.cpu._mlx_primitive (NB_DOMAIN mlx, so it shares mlx.core's array type).
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/vector.h>
@@ -10,7 +10,7 @@ namespace nb = nanobind;
 namespace mx = mlx::core;
 using namespace mlx_attn_cpu;
 
-NB_MODULE(_cpu_mlx, m) {
+NB_MODULE(_mlx_primitive, m) {
   m.doc() = "mlx_attn CPU kernel as an MLX primitive (forward, vjp, vmap, compile)";
   m.def(
       "attention",

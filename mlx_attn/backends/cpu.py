@@ -1,15 +1,16 @@
-"""The `cpu` backend: our native C++ tiled flash-attention kernel (csrc/cpu).
+"""The `cpu` backend: our native C++ tiled flash-attention kernel (csrc/cpu, mlx_attn/cpu/).
 
-numpy arrays and torch CPU tensors go through mlx_attn._cpu (raw pointers, zero-copy); MLX arrays
-on the CPU go through mlx_attn._cpu_mlx, an MLX primitive with a vjp, built against one MLX
-version: another installed MLX version makes the backend decline MLX arrays (never a crash).
+numpy arrays and torch CPU tensors go through mlx_attn.cpu._kernel (raw pointers, zero-copy); MLX
+arrays on the CPU go through mlx_attn.cpu._mlx_primitive, an MLX primitive with a vjp, built
+against one MLX version: any other installed MLX makes the backend decline MLX arrays with that
+reason (mlx_attn.cpu.status), so the dispatcher falls back instead of crashing.
 """
 from __future__ import annotations
 
-import functools
-
 from ..call import FEATURES, AttentionCall
 from .base import Backend
+
+_SUMMARY = "MLX CPU arrays, torch CPU tensors and numpy (native C++ kernel)"
 
 
 class CpuBackend(Backend):
@@ -19,22 +20,29 @@ class CpuBackend(Backend):
     dtypes = frozenset({"float16", "bfloat16", "float32"})
     head_dims = None
     features = frozenset(FEATURES)
-    summary = "MLX CPU arrays, torch CPU tensors and numpy (native C++ kernel)"
+
+    @property
+    def summary(self) -> str:
+        """What it handles; says why MLX arrays are not served when the primitive is unusable."""
+        if not self.available:
+            return _SUMMARY
+        reasons = mlx_reasons()
+        if reasons:
+            return "torch CPU tensors and numpy (native C++ kernel); not MLX arrays: " + \
+                "; ".join(reasons)
+        return _SUMMARY
 
     def _availability_reasons(self) -> list[str]:
-        try:
-            from .. import cpu_ops  # noqa: PLC0415
-            cpu_ops.native()
-        except ImportError as error:
-            return [f"the native extension mlx_attn._cpu is not built ({error})"]
-        return []
+        from ..cpu.status import kernel_reasons  # noqa: PLC0415
+        return kernel_reasons()
 
     def extra_reasons(self, call: AttentionCall) -> list[str]:
         if call.kind == "torch" and call.device != "cpu":
             return [f"takes torch tensors on the CPU, got device {call.device}"]
         if call.kind == "mlx":
             if call.device != "cpu":
-                return ["takes MLX arrays on the CPU device (the default device is the GPU)"]
+                return [f"takes MLX arrays on the CPU device, got {call.device} "
+                        "(use mx.set_default_device(mx.cpu) or a CPU stream)"]
             return list(mlx_reasons())
         return []
 
@@ -45,38 +53,17 @@ class CpuBackend(Backend):
         return _run(call)
 
 
-def _run(call: AttentionCall):
-    from .. import cpu_ops  # noqa: PLC0415
-    if call.kind == "numpy":
-        return cpu_ops.numpy_forward(call)
-    if call.kind == "torch":
-        from .. import cpu_torch  # noqa: PLC0415
-        return cpu_torch.torch_forward(call)
-    from .. import cpu_mlx  # noqa: PLC0415
-    return cpu_mlx.mlx_forward(call)
-
-
-def version_reason(built: str, installed: str):
-    """Why an extension built against MLX `built` cannot serve MLX `installed` (None if it can)."""
-    if not built:
-        return "the extension was built without the MLX primitive (MLX not found at build time)"
-    if built != installed:
-        return (f"the MLX primitive was built for mlx {built} but mlx {installed} is installed; "
-                f"rebuild mlx_attn")
-    return None
-
-
-@functools.cache
 def mlx_reasons() -> tuple:
-    """Why MLX arrays cannot use the kernel (empty when they can). Checked before the MLX
-    extension is imported, so a mismatched MLX never loads it."""
-    from .. import cpu_ops  # noqa: PLC0415
-    import mlx.core as mx  # noqa: PLC0415
-    reason = version_reason(getattr(cpu_ops.native(), "MLX_BUILT_VERSION", ""), mx.__version__)
-    if reason:
-        return (reason,)
-    try:
-        from .. import _cpu_mlx  # noqa: F401, PLC0415
-    except ImportError as error:
-        return (f"the MLX primitive mlx_attn._cpu_mlx failed to load ({error})",)
-    return ()
+    from ..cpu.status import mlx_reasons as reasons  # noqa: PLC0415
+    return reasons()
+
+
+def _run(call: AttentionCall):
+    if call.kind == "numpy":
+        from ..cpu.numpy_op import numpy_forward  # noqa: PLC0415
+        return numpy_forward(call)
+    if call.kind == "torch":
+        from ..cpu.torch_op import torch_forward  # noqa: PLC0415
+        return torch_forward(call)
+    from ..cpu.mlx_op import mlx_forward  # noqa: PLC0415
+    return mlx_forward(call)

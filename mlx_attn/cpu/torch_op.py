@@ -7,7 +7,10 @@ from typing import Optional
 
 import torch
 
-from .cpu_ops import MASK_KIND, MASK_TYPE, _bhld, _spec, _torch_desc, native
+from .status import native
+from .strided import (MASK_KIND, MASK_TYPE, base_spec as make_spec, torch_desc, varlen_as_bhld,
+                      window_of)
+
 
 def _register():
     """Registers the torch custom ops (once, at import); returns the forward op."""
@@ -18,20 +21,21 @@ def _register():
         return (q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3])
 
     def desc(t, varlen):
-        return _bhld(_torch_desc(t, 3)) if varlen else _torch_desc(t, 4)
+        return varlen_as_bhld(torch_desc(t, 3)) if varlen else torch_desc(t, 4)
 
     def lse_desc(lse, varlen, Lq):
-        return (lse.data_ptr(), 0, Lq, 1) if varlen else _torch_desc(lse, 3)
+        return (lse.data_ptr(), 0, Lq, 1) if varlen else torch_desc(lse, 3)
 
     def base_spec(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind):
         varlen = cu_q is not None
         dims = dims_of(q, k, v, cu_q)
-        spec = _spec(str(q.dtype).removeprefix("torch."), dims, scale, softcap, causal, (wl, wr))
+        spec = make_spec(str(q.dtype).removeprefix("torch."), dims, scale, softcap, causal,
+                         (wl, wr))
         spec.update(q=desc(q, varlen), k=desc(k, varlen), v=desc(v, varlen))
         if varlen:
             spec.update(cu_q=(cu_q.data_ptr(),), cu_k=(cu_k.data_ptr(),))
         if mask is not None:
-            spec.update(mask=_torch_desc(mask, 4), mask_kind=mask_kind,
+            spec.update(mask=torch_desc(mask, 4), mask_kind=mask_kind,
                         mask_type=MASK_TYPE[str(mask.dtype).removeprefix("torch.")])
         return spec, varlen, dims
 
@@ -75,7 +79,7 @@ def _register():
                     dv=desc(dv, varlen))
         if dlse is not None:
             spec["dlse"] = (dlse.data_ptr(), 0, dlse.stride(0), dlse.stride(1)) if varlen \
-                else _torch_desc(dlse, 3)
+                else torch_desc(dlse, 3)
         native().backward(spec)
         return dq, dk, dv
 
@@ -118,7 +122,7 @@ def _torch_mask(mask):
 
 def torch_forward(call):
     op = _OP
-    wl, wr = call.window if call.window is not None else (-1, -1)
+    wl, wr = window_of(call)
     cu_q = cu_k = None
     if call.varlen:
         cu_q = torch.tensor(call.seqlens_q, dtype=torch.int32)
