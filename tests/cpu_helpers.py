@@ -67,7 +67,11 @@ def assert_close(got, ref, math_got, what="out"):
         # to 4 units of the output dtype's rounding relative to the largest reference value
         scale = 1.0 + float(np.abs(np.nan_to_num(np.asarray(ref), neginf=0)).max(initial=0))
         err_math = 2 * ULP.get(_dtype_name(got), 2.0 ** -23) * scale
-    assert passes(err, err_math), f"{what}: error {err:.3g} vs math path {err_math:.3g}"
+    # SPEC: "fp32: <= 1e-4 absolute where the math path is exact to rounding" (our exp2-based
+    # softmax differs from the math path's exp by a few ulp, amplified in fp32 gradients)
+    fp32_ok = _dtype_name(got) == "float32" and err <= 1e-4
+    assert fp32_ok or passes(err, err_math), \
+        f"{what}: error {err:.3g} vs math path {err_math:.3g}"
     return err
 
 

@@ -25,6 +25,9 @@ struct Problem {
   const void* k = nullptr; int64_t ks[4] = {0, 0, 0, 0};
   const void* v = nullptr; int64_t vs[4] = {0, 0, 0, 0};
   void* o = nullptr; int64_t os[4] = {0, 0, 0, 0};
+  // o holds float32 whatever `dtype` is. backward() sets it internally for fp16 / bf16: its
+  // delta = rowsum(dout * o) must not see o rounded to 8 bits (cancellation when p peaks).
+  bool o_f32 = false;
   float* lse = nullptr; int64_t ls[3] = {0, 0, 0};        // (b, h, l), natural log; may be null
   const void* mask = nullptr; int mask_kind = MASK_NONE; int mask_type = MT_F32;
   int64_t ms[4] = {0, 0, 0, 0};                          // broadcast dims have stride 0

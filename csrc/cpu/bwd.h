@@ -59,7 +59,7 @@ void bwd_block(const Problem& p, const Seq& s, int b, int h, int i0, int n, int 
       float delta = 0.0f;
       for (int e = 0; e < Dv; ++e) {
         dOT[e * BQ + r] = dOp[r * Dvp + e];
-        delta += dOp[r * Dvp + e] * to_f32<DT>(p.o, ob + e * p.os[3]);
+        delta += dOp[r * Dvp + e] * load_o<DT>(p, ob + e * p.os[3]);
       }
       if (p.dlse) delta -= p.dlse[b * p.dls[0] + h * p.dls[1] + i * p.dls[2]];
       DELTA[r] = delta;

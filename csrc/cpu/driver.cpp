@@ -221,6 +221,21 @@ void forward(const Problem& p) {
 
 void backward(const Problem& p) {
   check(p, true);
+  if (p.dtype != F32 && !p.o_f32 && p.B > 0 && p.Lq > 0 && p.Lk > 0) {
+    // fp16 / bf16: recompute o in float32 (one extra forward, O(Lq * Dv) memory) so that
+    // delta = rowsum(dout * o) is exact to float32; the caller's rounded o loses the small
+    // differences dp - delta when the softmax peaks. FlashAttention 2 uses the rounded o.
+    const int64_t rows = int64_t(p.cu_q ? 1 : p.B) * p.Hq * p.Lq;
+    Buffer o32(size_t(rows) * p.Dv);
+    Problem f = p;
+    f.o = o32.p; f.o_f32 = true; f.lse = nullptr;
+    f.os[0] = p.cu_q ? 0 : int64_t(p.Hq) * p.Lq * p.Dv;  // [B, Hq, Lq, Dv]; varlen [Hq, total, Dv]
+    f.os[1] = int64_t(p.Lq) * p.Dv; f.os[2] = p.Dv; f.os[3] = 1;
+    forward(f);
+    f.lse = p.lse;
+    backward(f);
+    return;
+  }
   const IsaKernels& K = isa();
   const int G = p.Hq / p.Hkv, Dp = K.bwd_dp(p);
   const int T = num_threads();

@@ -197,7 +197,7 @@ void fwd_rows_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws, 
   for (int r = 0; r < R.n; ++r) {
     const float inv = ll[r] == 0.0f ? 0.0f : 1.0f / ll[r];
     const int64_t ob = R.b * p.os[0] + R.h[r] * p.os[1] + (s.qo + R.i[r]) * p.os[2];
-    for (int e = 0; e < Dv; ++e) from_f32<DT>(p.o, ob + e * p.os[3], OT[e * BQ + r] * inv);
+    for (int e = 0; e < Dv; ++e) store_o<DT>(p, ob + e * p.os[3], OT[e * BQ + r] * inv);
     if (p.lse) {
       const float lse = ll[r] == 0.0f ? kNegInf : (mm[r] + std::log2(ll[r])) * kLn2;
       p.lse[R.b * p.ls[0] + R.h[r] * p.ls[1] + (s.qo + R.i[r]) * p.ls[2]] = lse;
@@ -244,7 +244,7 @@ void fwd_merge_t(const Problem& p, const Rows& R, int nsplit, const float* parts
       float acc = 0.0f;
       for (int t = 0; t < nsplit; ++t)
         if (wgt[t] != 0.0f) acc += parts[t * stride + 2 * BQ + e * BQ + r] * wgt[t];
-      from_f32<DT>(p.o, ob + e * p.os[3], acc * inv);
+      store_o<DT>(p, ob + e * p.os[3], acc * inv);
     }
     if (p.lse)
       p.lse[R.b * p.ls[0] + R.h[r] * p.ls[1] + (s.qo + R.i[r]) * p.ls[2]] =
