@@ -1,210 +1,204 @@
-"""Benchmark of the `cpu` backend against torch SDPA and MLX's CPU SDPA, all in one run with the
-same thread count. Forward (fp32 / bf16, D 64 / 128, causal or not, L 512..16k), GQA decode
-(Lq=1, Hq/Hkv = 32/8, Lk 4k..32k), backward, and peak extra memory at L=16k.
+"""The `cpu` backend against torch's CPU SDPA and MLX's CPU `mx.fast.scaled_dot_product_attention`,
+all measured in one run with mlx_attn.timing (median of repeats, same thread count for us and
+torch; MLX uses its own CPU threading).
 
-    PYTHONPATH=. python benchmarks/bench_cpu.py [--quick] [--threads N] [--out results.md]
+    PYTHONPATH=. python benchmarks/bench_cpu.py            # default grid (~5-10 min on 2 cores)
+    PYTHONPATH=. python benchmarks/bench_cpu.py --quick    # smoke run
+    PYTHONPATH=. python benchmarks/bench_cpu.py --full     # L up to 16k, decode Lk 4k..32k
 
-Timings interleave the contenders and take the median of repeats (another process may share the
-CPU). Throughput is FlashAttention's FLOP count: 4 B H Lq Lk D, halved when causal (forward), and
-2.5x the forward's for the backward. (Minimal timing code of our own: the foundation's shared
-timing helpers were not on main when this was written.)
+Throughput is FlashAttention's FLOP count (4 B H Lq Lk D, halved when causal; forward+backward
+counts 3.5x the forward). "ours" runs on torch tensors against torch SDPA and on MLX arrays against
+MLX SDPA, so each ratio compares two calls on the same array kind. MLX's CPU SDPA materialises
+the whole score matrix at a few GFLOP/s, so it is only timed up to --mlx-max-len.
+Peak memory is measured per configuration in a fresh process (timing.isolated_peak): the extra
+resident memory of one forward beyond its inputs and output.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import resource
-import statistics
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-
-def median_time(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Median seconds per contender, alternating contenders on every repeat."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+from mlx_attn import flash_attention
+from mlx_attn.timing import isolated_peak, measure
 
 
 def fwd_flops(B, H, Lq, Lk, D, causal):
     return 4.0 * B * H * Lq * Lk * D / (2 if causal else 1)
 
 
-def setup(threads):
+# -- contenders ----------------------------------------------------------------------------------
+
+def torch_pair(dtype, shape, causal, backward):
+    """(ours, torch SDPA) callables on the same torch CPU tensors."""
     import torch
-    torch.set_num_threads(threads)
-    from mlx_attn import cpu_ops
-    cpu_ops.native().set_num_threads(threads)
-    return torch
+    F = torch.nn.functional.scaled_dot_product_attention
+    B, Hq, Hkv, Lq, Lk, D = shape
+    tdt = getattr(torch, dtype)
+    q = torch.randn(B, Hq, Lq, D, dtype=tdt, requires_grad=backward)
+    k, v = (torch.randn(B, Hkv, Lk, D, dtype=tdt, requires_grad=backward) for _ in range(2))
+    go = torch.randn(B, Hq, Lq, D, dtype=tdt)
+    # torch's is_causal is top-left aligned; with Lq == Lk it equals the SPEC's bottom-right one
+    ours = lambda: flash_attention(q, k, v, causal=causal, backend="cpu")  # noqa: E731
+    sdpa = lambda: F(q, k, v, is_causal=causal, enable_gqa=Hq != Hkv)  # noqa: E731
+    if not backward:
+        return (lambda: _no_grad(ours)), (lambda: _no_grad(sdpa))
+    return (lambda: torch.autograd.grad(ours(), (q, k, v), go)), \
+        (lambda: torch.autograd.grad(sdpa(), (q, k, v), go))
 
 
-def forward_rows(torch, args):
+def _no_grad(fn):
+    import torch
+    with torch.no_grad():
+        return fn()
+
+
+def mlx_pair(dtype, shape, causal, backward):
+    """(ours, mx.fast SDPA) callables on the same MLX CPU arrays."""
     import mlx.core as mx
-    from mlx_attn import flash_attention
-    F = torch.nn.functional.scaled_dot_product_attention
     mx.set_default_device(mx.cpu)
+    B, Hq, Hkv, Lq, Lk, D = shape
+    mdt = getattr(mx, dtype)
+    q = mx.random.normal((B, Hq, Lq, D)).astype(mdt)
+    k, v = (mx.random.normal((B, Hkv, Lk, D)).astype(mdt) for _ in range(2))
+    mx.eval(q, k, v)
+
+    def ours(q, k, v):
+        return flash_attention(q, k, v, causal=causal, backend="cpu")
+
+    def sdpa(q, k, v):
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=D ** -0.5,
+                                                    mask="causal" if causal else None)
+    if not backward:
+        return (lambda: ours(q, k, v)), (lambda: sdpa(q, k, v))
+    gours = mx.grad(lambda q, k, v: ours(q, k, v).astype(mx.float32).sum(), argnums=(0, 1, 2))
+    gsdpa = mx.grad(lambda q, k, v: sdpa(q, k, v).astype(mx.float32).sum(), argnums=(0, 1, 2))
+    return (lambda: gours(q, k, v)), (lambda: gsdpa(q, k, v))
+
+
+def timed(fn, reps):
+    return measure(fn, warmup=1, repeats=reps, max_seconds=20.0).median_s
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+def dense_rows(args, backward):
     rows = []
-    grid = []
-    Ls = [512, 1024, 2048] if args.quick else [512, 1024, 2048, 4096]
-    for dtype in ("float32", "bfloat16"):
+    mult = 3.5 if backward else 1.0
+    for dtype in args.dtypes:
         for D in (64, 128):
             for causal in (False, True):
-                for L in Ls:
-                    grid.append((dtype, D, causal, L))
-    if not args.quick:
-        for causal in (False, True):
-            for L in (8192, 16384):
-                grid.append(("float32", 64, causal, L))
-    for dtype, D, causal, L in grid:
-        B, H = 1, 8
-        tdt = getattr(torch, dtype)
-        q, k, v = (torch.randn(B, H, L, D, dtype=tdt) for _ in range(3))
-        # torch's is_causal is top-left aligned; with Lq == Lk it equals the SPEC's bottom-right
-        fns = {"ours": lambda: flash_attention(q, k, v, causal=causal, backend="cpu"),
-               "torch": lambda: F(q, k, v, is_causal=causal)}
-        reps = 3 if L >= 8192 else args.repeats
-        t = interleaved(fns, reps)
-        mlx_t = None
-        if L <= (1024 if args.quick else 2048) and D == 64:
-            mq, mk, mv = (mx.array(x.float().numpy()).astype(getattr(mx, dtype)) for x in (q, k, v))
-            mask = "causal" if causal else None
-
-            def run_mlx():
-                mx.eval(mx.fast.scaled_dot_product_attention(mq, mk, mv, scale=D ** -0.5, mask=mask))
-            mlx_t = median_time(run_mlx, 1 if L >= 2048 else 2)
-        fl = fwd_flops(B, H, L, L, D, causal)
-        rows.append(dict(dtype=dtype, D=D, causal=causal, L=L, ours=fl / t["ours"] / 1e9,
-                         torch=fl / t["torch"] / 1e9,
-                         mlx=None if mlx_t is None else fl / mlx_t / 1e9))
-        print_row("fwd", rows[-1])
+                for L in args.lengths:
+                    shape = (1, 8, 8, L, L, D)
+                    fl = mult * fwd_flops(1, 8, L, L, D, causal)
+                    ours, sdpa = torch_pair(dtype, shape, causal, backward)
+                    reps = 3 if L >= 4096 else args.repeats
+                    row = dict(dtype=dtype, D=D, causal=causal, L=L,
+                               ours=fl / timed(ours, reps) / 1e9, torch=fl / timed(sdpa, reps) / 1e9)
+                    row["vs_torch"] = row["ours"] / row["torch"]
+                    if args.mlx and L <= args.mlx_max_len:
+                        ours_m, sdpa_m = mlx_pair(dtype, shape, causal, backward)
+                        row["ours_mlx"] = fl / timed(ours_m, reps) / 1e9
+                        row["mlx"] = fl / timed(sdpa_m, 2) / 1e9
+                        row["vs_mlx"] = row["ours_mlx"] / row["mlx"]
+                    rows.append(row)
+                    print("bwd" if backward else "fwd", _fmt(row), flush=True)
     return rows
 
 
-def decode_rows(torch, args):
-    from mlx_attn import flash_attention
-    F = torch.nn.functional.scaled_dot_product_attention
+def decode_rows(args):
     rows = []
-    for dtype in ("float32", "bfloat16"):
+    for dtype in args.dtypes:
         for D in (64, 128):
-            for Lk in (4096, 8192, 16384, 32768):
-                tdt = getattr(torch, dtype)
-                q = torch.randn(1, 32, 1, D, dtype=tdt)
-                k, v = (torch.randn(1, 8, Lk, D, dtype=tdt) for _ in range(2))
-                t = interleaved({"ours": lambda: flash_attention(q, k, v, backend="cpu"),
-                                 "torch": lambda: F(q, k, v, enable_gqa=True)}, args.repeats + 2)
-                rows.append(dict(dtype=dtype, D=D, Lk=Lk, ours_ms=t["ours"] * 1e3,
-                                 torch_ms=t["torch"] * 1e3))
-                print_row("decode", rows[-1])
+            for Lk in args.decode_lengths:
+                shape = (1, 32, 8, 1, Lk, D)
+                ours, sdpa = torch_pair(dtype, shape, False, False)
+                row = dict(dtype=dtype, D=D, Lk=Lk, ours_ms=timed(ours, args.repeats + 4) * 1e3,
+                           torch_ms=timed(sdpa, args.repeats + 4) * 1e3)
+                row["vs_torch"] = row["torch_ms"] / row["ours_ms"]
+                if args.mlx:
+                    ours_m, sdpa_m = mlx_pair(dtype, shape, False, False)
+                    row["ours_mlx_ms"] = timed(ours_m, args.repeats + 4) * 1e3
+                    row["mlx_ms"] = timed(sdpa_m, args.repeats + 4) * 1e3
+                    row["vs_mlx"] = row["mlx_ms"] / row["ours_mlx_ms"]
+                rows.append(row)
+                print("decode", _fmt(row), flush=True)
     return rows
 
 
-def backward_rows(torch, args):
-    from mlx_attn import flash_attention
-    F = torch.nn.functional.scaled_dot_product_attention
-    rows = []
-    for dtype in ("float32", "bfloat16"):
-        for D in (64, 128):
-            for causal in (False, True):
-                for L in ([1024] if args.quick else [1024, 2048, 4096]):
-                    tdt = getattr(torch, dtype)
-                    q, k, v = (torch.randn(1, 8, L, D, dtype=tdt, requires_grad=True)
-                               for _ in range(3))
-                    go = torch.randn(1, 8, L, D, dtype=tdt)
-                    ours = flash_attention(q, k, v, causal=causal, backend="cpu")
-                    ref = F(q, k, v, is_causal=causal)
-                    t = interleaved({
-                        "ours": lambda: torch.autograd.grad(ours, (q, k, v), go, retain_graph=True),
-                        "torch": lambda: torch.autograd.grad(ref, (q, k, v), go, retain_graph=True),
-                    }, args.repeats)
-                    fl = 2.5 * fwd_flops(1, 8, L, L, D, causal)
-                    rows.append(dict(dtype=dtype, D=D, causal=causal, L=L,
-                                     ours=fl / t["ours"] / 1e9, torch=fl / t["torch"] / 1e9))
-                    print_row("bwd", rows[-1])
-    return rows
-
-
-MEMORY_CHILD = r"""
-import resource, sys, numpy as np
-which, L = sys.argv[1], int(sys.argv[2])
-B, H, D = 1, 8, 64
-def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-if which == "ours":
-    from mlx_attn import flash_attention
-    q, k, v = (np.random.standard_normal((B, H, L, D)).astype(np.float32) for _ in range(3))
-    flash_attention(q[:, :, :8], k[:, :, :8], v[:, :, :8], backend="cpu")  # load, start threads
-    before = rss()
-    out = flash_attention(q, k, v, backend="cpu")
-else:
-    import torch
-    q, k, v = (torch.randn(B, H, L, D) for _ in range(3))
-    torch.nn.functional.scaled_dot_product_attention(q[:, :, :8], k[:, :, :8], v[:, :, :8])
-    before = rss()
-    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-print((rss() - before - out.nbytes if which == "ours" else
-       rss() - before - out.numel() * 4) / 2**20)
-"""
+def memory_target(contender, L, phase, state=None):
+    """isolated_peak target: one fp32 forward, B=1 H=8 D=64 (module level: spawn imports it)."""
+    B, H, D = 1, 8, 64
+    if phase == "setup":
+        rng = np.random.default_rng(0)
+        x = [rng.standard_normal((B, H, L, D), dtype=np.float32) for _ in range(3)]
+        if contender == "torch SDPA":
+            import torch
+            x = [torch.from_numpy(a) for a in x]
+            torch.nn.functional.scaled_dot_product_attention(*(a[:, :, :8] for a in x))
+        elif contender == "MLX SDPA":
+            import mlx.core as mx
+            mx.set_default_device(mx.cpu)
+            x = [mx.array(a) for a in x]
+            mx.eval(mx.fast.scaled_dot_product_attention(*(a[:, :, :8] for a in x), scale=0.125))
+        else:  # load the extension and start its thread pool before measuring
+            flash_attention(*(a[:, :, :8] for a in x), backend="cpu")
+        return x
+    q, k, v = state
+    if contender == "torch SDPA":
+        import torch
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    elif contender == "MLX SDPA":
+        import mlx.core as mx
+        mx.eval(mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125))
+    else:
+        flash_attention(q, k, v, backend="cpu")
 
 
 def memory_rows(args):
     rows = []
-    env = dict(os.environ, MLX_ATTN_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
-    for which in ("ours", "torch"):
-        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, which, "16384"], env=env,
-                             capture_output=True, text=True, check=True)
-        rows.append(dict(contender=which, extra_mb=float(out.stdout.strip().splitlines()[-1])))
-        print(f"memory L=16k H=8 D=64 fp32 {which}: {rows[-1]['extra_mb']:.1f} MB extra")
+    out_mb = lambda L: 8 * L * 64 * 4 / 2 ** 20  # noqa: E731
+    for L in args.memory_lengths:
+        for contender in ("ours", "torch SDPA") + (("MLX SDPA",) if args.mlx else ()):
+            if contender == "MLX SDPA" and L > args.mlx_memory_max_len:
+                continue
+            before, peak = isolated_peak(memory_target, contender, L)
+            extra = max(0.0, (peak - before) / 2 ** 20 - out_mb(L))
+            rows.append(dict(contender=contender, L=L, extra_mb=extra))
+            print("memory", _fmt(rows[-1]), flush=True)
     return rows
 
 
-def print_row(kind, row):
-    print(kind, " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in row.items()), flush=True)
+def _fmt(row):
+    return " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
 
 
-def markdown(fwd, dec, bwd, mem, threads, isa):
-    lines = [f"Threads: {threads} for every contender; our ISA path: {isa}. GFLOP/s unless noted.",
-             "", "### Forward (B=1, H=8, Lq=Lk=L)", "",
-             "| dtype | D | causal | L | ours | torch SDPA | ours/torch | MLX SDPA | ours/MLX |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in fwd:
-        m = "" if r["mlx"] is None else f"{r['mlx']:.1f}"
-        mr = "" if r["mlx"] is None else f"{r['ours'] / r['mlx']:.0f}x"
-        lines.append(f"| {r['dtype']} | {r['D']} | {r['causal']} | {r['L']} | {r['ours']:.1f} | "
-                     f"{r['torch']:.1f} | {r['ours'] / r['torch']:.2f}x | {m} | {mr} |")
-    lines += ["", "### Decode (B=1, Hq=32, Hkv=8, Lq=1), milliseconds", "",
-              "| dtype | D | Lk | ours ms | torch SDPA ms | speed-up |", "|---|---|---|---|---|---|"]
-    for r in dec:
-        lines.append(f"| {r['dtype']} | {r['D']} | {r['Lk']} | {r['ours_ms']:.2f} | "
-                     f"{r['torch_ms']:.2f} | {r['torch_ms'] / r['ours_ms']:.2f}x |")
-    lines += ["", "### Backward (B=1, H=8, dq+dk+dv), GFLOP/s (2.5x forward FLOPs)", "",
-              "| dtype | D | causal | L | ours | torch SDPA | ours/torch |", "|---|---|---|---|---|---|---|"]
-    for r in bwd:
-        lines.append(f"| {r['dtype']} | {r['D']} | {r['causal']} | {r['L']} | {r['ours']:.1f} | "
-                     f"{r['torch']:.1f} | {r['ours'] / r['torch']:.2f}x |")
+def markdown(fwd, bwd, dec, mem, threads, isa):
+    def cell(r, key, fmt="{:.1f}"):
+        return fmt.format(r[key]) if key in r else "-"
+
+    lines = [f"Threads: {threads} (ours and torch); our ISA path: {isa}. GFLOP/s unless noted.", ""]
+    for title, rows in (("Forward", fwd), ("Forward + backward (dq, dk, dv)", bwd)):
+        lines += [f"### {title}, B=1 H=8 Lq=Lk=L", "",
+                  "| dtype | D | causal | L | ours (torch) | torch SDPA | ours/torch | ours (MLX) "
+                  "| MLX SDPA | ours/MLX |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['dtype']} | {r['D']} | {r['causal']} | {r['L']} | {cell(r, 'ours')} | "
+                  f"{cell(r, 'torch')} | {cell(r, 'vs_torch', '{:.2f}x')} | {cell(r, 'ours_mlx')} | "
+                  f"{cell(r, 'mlx')} | {cell(r, 'vs_mlx', '{:.0f}x')} |" for r in rows]
+        lines.append("")
+    lines += ["### Decode, B=1 Hq=32 Hkv=8 Lq=1 (milliseconds)", "",
+              "| dtype | D | Lk | ours (torch) | torch SDPA | speed-up | ours (MLX) | MLX SDPA | "
+              "speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['dtype']} | {r['D']} | {r['Lk']} | {cell(r, 'ours_ms', '{:.2f}')} | "
+              f"{cell(r, 'torch_ms', '{:.2f}')} | {cell(r, 'vs_torch', '{:.2f}x')} | "
+              f"{cell(r, 'ours_mlx_ms', '{:.2f}')} | {cell(r, 'mlx_ms', '{:.2f}')} | "
+              f"{cell(r, 'vs_mlx', '{:.1f}x')} |" for r in dec]
     if mem:
-        lines += ["", "### Peak extra memory, forward L=16k H=8 D=64 fp32 (beyond inputs and output)",
-                  "", "| contender | MB |", "|---|---|"]
-        lines += [f"| {r['contender']} | {r['extra_mb']:.1f} |" for r in mem]
+        lines += ["", "### Peak extra memory of one forward, fp32 B=1 H=8 D=64 (MB beyond inputs "
+                  "and output)", "", "| contender | L | MB |", "|---|---|---|"]
+        lines += [f"| {r['contender']} | {r['L']} | {r['extra_mb']:.1f} |" for r in mem]
     return "\n".join(lines)
 
 
@@ -213,18 +207,35 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
-    parser.add_argument("--out", default=None, help="write the markdown table here")
+    parser.add_argument("--full", action="store_true", help="L up to 16k, decode Lk 4k..32k")
+    parser.add_argument("--no-mlx", dest="mlx", action="store_false", help="skip MLX")
+    parser.add_argument("--mlx-max-len", type=int, default=1024)
+    parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args()
-    torch = setup(args.threads)
-    from mlx_attn import cpu_ops
+    args.dtypes = ("float32", "bfloat16")
+    args.lengths = [512] if args.quick else [1024, 4096] + ([8192, 16384] if args.full else [])
+    args.decode_lengths = [2048] if args.quick else \
+        ([4096, 8192, 16384, 32768] if args.full else [8192])
+    args.memory_lengths = [] if args.quick else [2048, 4096, 8192] + ([16384] if args.full else [])
+    args.mlx_memory_max_len = 4096  # MLX materialises H * L^2 floats: 2 GB at L=8k
+    if args.mlx:
+        try:
+            import mlx.core  # noqa: F401
+        except ImportError:
+            args.mlx = False
+    import torch
+    torch.set_num_threads(args.threads)
+    from mlx_attn.cpu.status import native
+    native().set_num_threads(args.threads)
+    os.environ["MLX_ATTN_THREADS"] = str(args.threads)  # for the memory subprocesses
+
     start = time.time()
-    fwd = forward_rows(torch, args)
-    dec = decode_rows(torch, args)
-    bwd = backward_rows(torch, args)
-    mem = [] if args.quick else memory_rows(args)
-    table = markdown(fwd, dec, bwd, mem, args.threads, cpu_ops.native().isa())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    table += f"\n\nBenchmark process peak RSS: {peak:.0f} MB; run took {time.time() - start:.0f} s."
+    fwd = dense_rows(args, backward=False)
+    bwd = dense_rows(args, backward=True)
+    dec = decode_rows(args)
+    mem = memory_rows(args)
+    table = markdown(fwd, bwd, dec, mem, args.threads, native().isa())
+    table += f"\n\nRun took {time.time() - start:.0f} s."
     print("\n" + table)
     if args.out:
         with open(args.out, "w") as f:
