@@ -94,8 +94,9 @@ def reference(q, k, v, *, scale=None, causal=False, mask=None, window=None, soft
 
 
 def reference_grads(q, k, v, dout, *, scale=None, causal=False, mask=None, window=None,
-                    softcap=None, layout="bhld"):
-    """(dq, dk, dv) float64 of sum(out * dout), in the caller's layout."""
+                    softcap=None, layout="bhld", dlse=None):
+    """(dq, dk, dv) float64 of sum(out * dout) (+ sum(lse * dlse) when `dlse` [B, Hq, Lq] is
+    given; rows with no key contribute nothing), in the caller's layout."""
     q, k, v, do = (_bhld(x, layout) for x in (q, k, v, dout))
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
@@ -110,6 +111,8 @@ def reference_grads(q, k, v, dout, *, scale=None, causal=False, mask=None, windo
         dv_q = np.einsum("bhij,bhid->bhjd", p, do)             # per query head, then summed
         dp = np.einsum("bhid,bhjd->bhij", do, vq)
         ds = p * (dp - (dp * p).sum(-1, keepdims=True))         # softmax backward
+        if dlse is not None:
+            ds = ds + p * to_f64(dlse)[..., None]                # d lse / d s = p
         if softcap is not None:
             ds = ds * (1.0 - t * t)                             # d(c*tanh(x/c))/dx
         ds = ds * scale

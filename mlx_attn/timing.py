@@ -69,7 +69,18 @@ def measure(fn, *, warmup: int = 2, repeats: int = 7, max_seconds: float = 30.0)
 
 
 def peak_rss_bytes() -> int:
-    """High-water resident set size of this process so far."""
+    """High-water resident set size of this process so far.
+
+    Linux: VmHWM from /proc (ru_maxrss survives exec, so a spawned child would report its
+    parent's high-water mark from before the exec).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 

@@ -1,7 +1,16 @@
-"""The `cpu` backend: our native C++ tiled flash-attention kernel."""
+"""The `cpu` backend: our native C++ tiled flash-attention kernel (csrc/cpu, mlx_attn/cpu/).
+
+numpy arrays and torch CPU tensors go through mlx_attn.cpu._kernel (raw pointers, zero-copy); MLX
+arrays on the CPU go through mlx_attn.cpu._mlx_primitive, an MLX primitive with a vjp, built
+against one MLX version: any other installed MLX makes the backend decline MLX arrays with that
+reason (mlx_attn.cpu.status), so the dispatcher falls back instead of crashing.
+"""
 from __future__ import annotations
 
+from ..call import FEATURES, AttentionCall
 from .base import Backend
+
+_SUMMARY = "MLX CPU arrays, torch CPU tensors and numpy (native C++ kernel)"
 
 
 class CpuBackend(Backend):
@@ -9,7 +18,52 @@ class CpuBackend(Backend):
     priority = 30
     array_kinds = frozenset({"mlx", "torch", "numpy"})
     dtypes = frozenset({"float16", "bfloat16", "float32"})
-    summary = "MLX CPU arrays, torch CPU tensors and numpy (native C++ kernel)"
+    head_dims = None
+    features = frozenset(FEATURES)
+
+    @property
+    def summary(self) -> str:
+        """What it handles; says why MLX arrays are not served when the primitive is unusable."""
+        if not self.available:
+            return _SUMMARY
+        reasons = mlx_reasons()
+        if reasons:
+            return "torch CPU tensors and numpy (native C++ kernel); not MLX arrays: " + \
+                "; ".join(reasons)
+        return _SUMMARY
 
     def _availability_reasons(self) -> list[str]:
-        return ["the native extension mlx_attn._cpu is not built"]
+        from ..cpu.status import kernel_reasons  # noqa: PLC0415
+        return kernel_reasons()
+
+    def extra_reasons(self, call: AttentionCall) -> list[str]:
+        if call.kind == "torch" and call.device != "cpu":
+            return [f"takes torch tensors on the CPU, got device {call.device}"]
+        if call.kind == "mlx":
+            if call.device != "cpu":
+                return [f"takes MLX arrays on the CPU device, got {call.device} "
+                        "(use mx.set_default_device(mx.cpu) or a CPU stream)"]
+            return list(mlx_reasons())
+        return []
+
+    def forward(self, call: AttentionCall):
+        return _run(call)
+
+    def forward_varlen(self, call: AttentionCall):
+        return _run(call)
+
+
+def mlx_reasons() -> tuple:
+    from ..cpu.status import mlx_reasons as reasons  # noqa: PLC0415
+    return reasons()
+
+
+def _run(call: AttentionCall):
+    if call.kind == "numpy":
+        from ..cpu.numpy_op import numpy_forward  # noqa: PLC0415
+        return numpy_forward(call)
+    if call.kind == "torch":
+        from ..cpu.torch_op import torch_forward  # noqa: PLC0415
+        return torch_forward(call)
+    from ..cpu.mlx_op import mlx_forward  # noqa: PLC0415
+    return mlx_forward(call)

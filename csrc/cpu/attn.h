@@ -1,0 +1,65 @@
+// Public C++ interface of the native CPU flash-attention kernel.
+//
+// One entry point serves numpy, torch and MLX: a `Problem` describes raw pointers with element
+// strides (any layout, broadcast dims as stride 0) and the SPEC's options. The driver splits the
+// work over our own thread pool and calls the kernels of the best ISA this CPU supports.
+#pragma once
+#include <cstdint>
+
+namespace mlx_attn_cpu {
+
+enum DType : int { F32 = 0, F16 = 1, BF16 = 2 };
+enum MaskKind : int { MASK_NONE = 0, MASK_BOOL = 1, MASK_ADD = 2 };
+// mask element types (bool masks are one byte per element)
+enum MaskType : int { MT_BOOL = 0, MT_F32 = 1, MT_F16 = 2, MT_BF16 = 3 };
+
+struct Problem {
+  int dtype = F32;                      // q, k, v, out (and dout, dq, dk, dv)
+  int B = 0, Hq = 0, Hkv = 0, Lq = 0, Lk = 0, D = 0, Dv = 0;
+  // varlen: sequence b has query rows cu_q[b]..cu_q[b+1] and key rows cu_k[b]..cu_k[b+1];
+  // batch strides are then ignored and Lq / Lk are the totals.
+  const int32_t* cu_q = nullptr;
+  const int32_t* cu_k = nullptr;
+  // element strides, in the order (b, h, l, d)
+  const void* q = nullptr; int64_t qs[4] = {0, 0, 0, 0};
+  const void* k = nullptr; int64_t ks[4] = {0, 0, 0, 0};
+  const void* v = nullptr; int64_t vs[4] = {0, 0, 0, 0};
+  void* o = nullptr; int64_t os[4] = {0, 0, 0, 0};
+  // o holds float32 whatever `dtype` is. backward() sets it internally for fp16 / bf16: its
+  // delta = rowsum(dout * o) must not see o rounded to 8 bits (cancellation when p peaks).
+  bool o_f32 = false;
+  float* lse = nullptr; int64_t ls[3] = {0, 0, 0};        // (b, h, l), natural log; may be null
+  const void* mask = nullptr; int mask_kind = MASK_NONE; int mask_type = MT_F32;
+  int64_t ms[4] = {0, 0, 0, 0};                          // broadcast dims have stride 0
+  float scale = 1.f;
+  float softcap = 0.f;                                   // 0 = off
+  // allowed keys for query i: i + off - wl <= j <= i + off + wr (off = Lk - Lq per sequence);
+  // -1 = unbounded. Causal is folded in as wr = 0 (see fold_causal).
+  int wl = -1, wr = -1;
+  // backward inputs / outputs
+  const void* dout = nullptr; int64_t dos[4] = {0, 0, 0, 0};
+  const float* dlse = nullptr; int64_t dls[3] = {0, 0, 0};   // may be null
+  void* dq = nullptr; int64_t dqs[4] = {0, 0, 0, 0};
+  void* dk = nullptr; int64_t dks[4] = {0, 0, 0, 0};
+  void* dv = nullptr; int64_t dvs[4] = {0, 0, 0, 0};
+};
+
+// Combine `causal` with a window's right side (-1 = unbounded).
+inline int fold_causal(bool causal, int wr) {
+  if (!causal) return wr;
+  return (wr < 0 || wr > 0) ? 0 : wr;
+}
+
+// Forward: fills o (and lse if non-null). Throws std::invalid_argument on bad problems.
+void forward(const Problem& p);
+// Backward: needs q, k, v, o, lse, dout (dlse optional); fills dq, dk, dv.
+void backward(const Problem& p);
+
+// Threads used by the kernels (default: hardware threads, or env MLX_ATTN_THREADS).
+int num_threads();
+void set_num_threads(int n);
+// "avx512", "avx2" or "generic" (env MLX_ATTN_CPU_ISA can force a lower one).
+const char* isa_name();
+void set_isa(const char* name);  // "auto", "avx512", "avx2", "generic"; throws if unsupported
+
+}  // namespace mlx_attn_cpu

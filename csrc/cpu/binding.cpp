@@ -1,0 +1,86 @@
+// nanobind module mlx_attn.cpu._kernel: the kernel on raw pointers + element strides, for numpy
+// and torch CPU arrays (the Python glue in mlx_attn/cpu/ passes data pointers, never copies).
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+
+#include <cstdint>
+#include <string>
+
+#include "attn.h"
+
+namespace nb = nanobind;
+using namespace mlx_attn_cpu;
+
+namespace {
+
+template <class T> T get(const nb::dict& d, const char* key, T fallback) {
+  if (!d.contains(key)) return fallback;
+  return nb::cast<T>(d[key]);
+}
+
+// spec[name] = (pointer, stride0, stride1, ...) ; pointer 0 or missing = absent
+template <int N>
+const void* array_of(const nb::dict& d, const char* key, int64_t* strides) {
+  if (!d.contains(key)) return nullptr;
+  nb::tuple t = nb::cast<nb::tuple>(d[key]);
+  if (t.size() != size_t(N + 1))
+    throw std::invalid_argument(std::string(key) + ": expected (pointer, " + std::to_string(N) + " strides)");
+  for (int i = 0; i < N; ++i) strides[i] = nb::cast<int64_t>(t[i + 1]);
+  return reinterpret_cast<const void*>(nb::cast<uintptr_t>(t[0]));
+}
+
+Problem problem_of(const nb::dict& d) {
+  Problem p;
+  p.dtype = get<int>(d, "dtype", F32);
+  p.B = get<int>(d, "B", 0); p.Hq = get<int>(d, "Hq", 0); p.Hkv = get<int>(d, "Hkv", 0);
+  p.Lq = get<int>(d, "Lq", 0); p.Lk = get<int>(d, "Lk", 0);
+  p.D = get<int>(d, "D", 0); p.Dv = get<int>(d, "Dv", 0);
+  p.scale = get<float>(d, "scale", 1.0f);
+  p.softcap = get<float>(d, "softcap", 0.0f);
+  p.wl = get<int>(d, "wl", -1);
+  p.wr = fold_causal(get<bool>(d, "causal", false), get<int>(d, "wr", -1));
+  p.q = array_of<4>(d, "q", p.qs);
+  p.k = array_of<4>(d, "k", p.ks);
+  p.v = array_of<4>(d, "v", p.vs);
+  p.o = const_cast<void*>(array_of<4>(d, "o", p.os));
+  p.lse = static_cast<float*>(const_cast<void*>(array_of<3>(d, "lse", p.ls)));
+  p.mask = array_of<4>(d, "mask", p.ms);
+  if (p.mask) {
+    p.mask_kind = get<int>(d, "mask_kind", MASK_ADD);
+    p.mask_type = get<int>(d, "mask_type", MT_F32);
+  }
+  int64_t unused[1];
+  p.cu_q = static_cast<const int32_t*>(array_of<0>(d, "cu_q", unused));
+  p.cu_k = static_cast<const int32_t*>(array_of<0>(d, "cu_k", unused));
+  p.dout = array_of<4>(d, "dout", p.dos);
+  p.dlse = static_cast<const float*>(array_of<3>(d, "dlse", p.dls));
+  p.dq = const_cast<void*>(array_of<4>(d, "dq", p.dqs));
+  p.dk = const_cast<void*>(array_of<4>(d, "dk", p.dks));
+  p.dv = const_cast<void*>(array_of<4>(d, "dv", p.dvs));
+  return p;
+}
+
+}  // namespace
+
+NB_MODULE(_kernel, m) {
+  m.doc() = "mlx_attn native CPU flash-attention kernel (raw pointer interface)";
+  m.def("forward", [](const nb::dict& spec) {
+    Problem p = problem_of(spec);
+    nb::gil_scoped_release release;
+    forward(p);
+  }, nb::arg("spec"));
+  m.def("backward", [](const nb::dict& spec) {
+    Problem p = problem_of(spec);
+    nb::gil_scoped_release release;
+    backward(p);
+  }, nb::arg("spec"));
+  m.def("num_threads", &num_threads);
+  m.def("set_num_threads", &set_num_threads, nb::arg("n"));
+  m.def("isa", []() { return std::string(isa_name()); });
+  m.def("set_isa", [](const std::string& n) { set_isa(n.c_str()); }, nb::arg("name"));
+#ifdef MLX_ATTN_MLX_VERSION
+  m.attr("MLX_BUILT_VERSION") = MLX_ATTN_MLX_VERSION;
+#else
+  m.attr("MLX_BUILT_VERSION") = "";
+#endif
+}

@@ -1,0 +1,265 @@
+// Forward kernel for one ISA: one block of query rows against a range of keys, online softmax.
+//
+// Layout: scores are computed transposed, S^T[j][r] (keys down, query rows across the lanes), so
+// the running max / sum / rescale are plain per-lane operations, K and V are read as broadcast
+// scalars straight from the caller's memory (float32) or a converted tile (fp16 / bf16), and the
+// output accumulates transposed as O^T[e][r]. Exponentials use base 2 (log2(e) folded into q).
+#pragma once
+#include <climits>
+
+#include "gemm.h"
+#include "kernel_api.h"
+
+#ifndef ATTN_BK
+#define ATTN_BK 64
+#endif
+
+namespace mlx_attn_cpu {
+namespace ATTN_NS {
+namespace {
+
+constexpr int BK = ATTN_BK;
+constexpr int BQ = NVMAX * W;
+static_assert(BQ <= kMaxRows, "row block too large");
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+size_t fwd_ws_floats(const Problem& p) {
+  return size_t(p.D + p.Dv + 2 * BK) * BQ + size_t(BK) * (p.D + p.Dv) + 8 * BQ + 64;
+}
+size_t fwd_partial_floats(const Problem& p) { return size_t(2 + p.Dv) * BQ; }
+
+// Per-lane key bounds [lo, hi] of a row block, and the union / intersection over its rows.
+struct Bounds {
+  vi lo[NVMAX], hi[NVMAX];
+  int lo_min, lo_max, hi_min, hi_max;
+};
+
+inline void row_bounds(const Problem& p, const Rows& R, int off, Bounds& bd) {
+  constexpr int BIG = INT_MAX / 4;
+  int lo[BQ], hi[BQ];
+  bd.lo_min = BIG; bd.lo_max = -BIG; bd.hi_min = BIG; bd.hi_max = -BIG;
+  for (int r = 0; r < BQ; ++r) {
+    if (r < R.n) {
+      lo[r] = p.wl >= 0 ? R.i[r] + off - p.wl : -BIG;
+      hi[r] = p.wr >= 0 ? R.i[r] + off + p.wr : BIG;
+      bd.lo_min = imin(bd.lo_min, lo[r]); bd.lo_max = imax(bd.lo_max, lo[r]);
+      bd.hi_min = imin(bd.hi_min, hi[r]); bd.hi_max = imax(bd.hi_max, hi[r]);
+    } else {
+      lo[r] = -BIG; hi[r] = BIG;
+    }
+  }
+  for (int v = 0; v < NVMAX; ++v)
+    for (int t = 0; t < W; ++t) { bd.lo[v][t] = lo[v * W + t]; bd.hi[v][t] = hi[v * W + t]; }
+}
+
+// Softcap, mask and causal/window on one tile of transposed scores (log2 units out).
+// Returns nothing; writes back and updates the per-lane block max.
+template <int NV>
+inline void score_tile(const Problem& p, float* ST, int nk, int j0, bool full, const Bounds& bd,
+                       const float* MT, bool mask_uniform, const float* mrow_uniform, vf* bm) {
+  const bool cap = p.softcap > 0;
+  const float capmul = p.softcap * kLog2e;
+  const bool add = p.mask_kind == MASK_ADD;
+  for (int j = 0; j < nk; ++j) {
+    float* srow = ST + j * BQ;
+    const vi jj = splati(j0 + j);
+    vf mu = splat(0.0f);
+    if (p.mask_kind != MASK_NONE && mask_uniform) mu = splat(mrow_uniform[j]);
+    for (int v = 0; v < NV; ++v) {
+      vf x = loadv(srow + v * W);
+      if (cap) x = tanhv(x) * capmul;
+      if (p.mask_kind != MASK_NONE) {
+        vf mv = mask_uniform ? mu : loadv(MT + j * BQ + v * W);
+        x = add ? x + mv * kLog2e : sel(mv == kNegInf, splat(kNegInf), x);
+      }
+      if (!full) x = sel((jj >= bd.lo[v]) & (jj <= bd.hi[v]), x, splat(kNegInf));
+      storev(srow + v * W, x);
+      bm[v] = vmax(bm[v], x);
+    }
+  }
+}
+
+// Mask values of a tile: uniform across the rows (one value per key) or per (key, row).
+inline bool load_mask_tile(const Problem& p, const int64_t* mrow, int n, int j0, int nk,
+                           float* MT, float* muni) {
+  bool uniform = true;
+  for (int r = 1; r < n; ++r) uniform = uniform && mrow[r] == mrow[0];
+  const int64_t s3 = p.ms[3];
+  if (uniform) {
+    for (int j = 0; j < nk; ++j) muni[j] = mask_value(p.mask_type, p.mask, mrow[0] + (j0 + j) * s3);
+  } else {
+    for (int r = 0; r < BQ; ++r)
+      for (int j = 0; j < nk; ++j)
+        MT[j * BQ + r] = r < n ? mask_value(p.mask_type, p.mask, mrow[r] + (j0 + j) * s3) : 0.0f;
+  }
+  return uniform;
+}
+
+template <int DT, int NV>
+void fwd_rows_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws, float* partial) {
+  constexpr int BQn = NV * W;  // lanes in use for this block (<= BQ); layouts keep stride BQ
+  (void)BQn;
+  const int D = p.D, Dv = p.Dv, G = p.Hq / p.Hkv;
+  const Seq s = seq_of(p, R.b);
+  const int off = s.Lk - s.Lq;
+  const int hk = R.h[0] / G;
+  float* QT = ws;                      // D x BQ
+  float* OT = QT + size_t(D) * BQ;     // Dv x BQ
+  float* ST = OT + size_t(Dv) * BQ;    // BK x BQ
+  float* MT = ST + size_t(BK) * BQ;    // BK x BQ
+  float* KS = MT + size_t(BK) * BQ;    // BK x D
+  float* VS = KS + size_t(BK) * D;     // BK x Dv
+  float* MU = VS + size_t(BK) * Dv;    // BK
+  float* ALPHA = MU + BK;              // BQ
+  float* tmp = ALPHA + BQ;             // 2 * BQ
+
+  const bool cap = p.softcap > 0;
+  const float qmul = cap ? p.scale / p.softcap : p.scale * kLog2e;
+  // pack q^T, scaled (zero-padded lanes)
+  for (int r = 0; r < BQ; ++r) {
+    if (r < R.n) {
+      const int64_t base = R.b * p.qs[0] + R.h[r] * p.qs[1] + (s.qo + R.i[r]) * p.qs[2];
+      for (int d = 0; d < D; ++d) QT[d * BQ + r] = to_f32<DT>(p.q, base + d * p.qs[3]) * qmul;
+    } else {
+      for (int d = 0; d < D; ++d) QT[d * BQ + r] = 0.0f;
+    }
+  }
+  for (int64_t e = 0; e < int64_t(Dv) * BQ; ++e) OT[e] = 0.0f;
+
+  Bounds bd;
+  row_bounds(p, R, off, bd);
+  int klo = imax(kbeg, imax(bd.lo_min, 0));
+  int khi = imin(kend, bd.hi_max >= INT_MAX / 8 ? s.Lk : imin(bd.hi_max + 1, s.Lk));
+  if (p.wl < 0) klo = imax(kbeg, 0);
+
+  int64_t mrow[BQ];
+  if (p.mask_kind != MASK_NONE)
+    for (int r = 0; r < R.n; ++r)
+      mrow[r] = R.b * p.ms[0] + R.h[r] * p.ms[1] + R.i[r] * p.ms[2];
+
+  vf m[NV], l[NV];
+  for (int v = 0; v < NV; ++v) { m[v] = splat(kNegInf); l[v] = splat(0.0f); }
+
+  const int64_t kbase = R.b * p.ks[0] + hk * p.ks[1] + s.ko * p.ks[2];
+  const int64_t vbase = R.b * p.vs[0] + hk * p.vs[1] + s.ko * p.vs[2];
+  for (int j0 = klo; j0 < khi; j0 += BK) {
+    const int nk = imin(BK, khi - j0);
+    const float *Kb, *Vb;
+    int64_t ksr, ksd, vsr, vsd;
+    if constexpr (DT == F32) {
+      Kb = static_cast<const float*>(p.k) + kbase + j0 * p.ks[2]; ksr = p.ks[2]; ksd = p.ks[3];
+      Vb = static_cast<const float*>(p.v) + vbase + j0 * p.vs[2]; vsr = p.vs[2]; vsd = p.vs[3];
+    } else {
+      for (int j = 0; j < nk; ++j) {
+        convert_row<DT>(KS + j * D, p.k, kbase + (j0 + j) * p.ks[2], p.ks[3], D, 1.0f);
+        convert_row<DT>(VS + j * Dv, p.v, vbase + (j0 + j) * p.vs[2], p.vs[3], Dv, 1.0f);
+      }
+      Kb = KS; ksr = D; ksd = 1; Vb = VS; vsr = Dv; vsd = 1;
+    }
+    // S^T = K Q^T
+    gemm<OVERWRITE>(nk, NV, ST, BQ, Kb, ksr, ksd, QT, BQ, D);
+    const bool full = bd.lo_max <= j0 && j0 + nk - 1 <= bd.hi_min;
+    bool uniform = true;
+    if (p.mask_kind != MASK_NONE) uniform = load_mask_tile(p, mrow, R.n, j0, nk, MT, MU);
+    vf bm[NV];
+    for (int v = 0; v < NV; ++v) bm[v] = splat(kNegInf);
+    score_tile<NV>(p, ST, nk, j0, full, bd, MT, uniform, MU, bm);
+    vf mu[NV], lsum[NV];
+    for (int v = 0; v < NV; ++v) {
+      vf mn = vmax(m[v], bm[v]);
+      mu[v] = sel(mn == kNegInf, splat(0.0f), mn);
+      storev(ALPHA + v * W, exp2v(m[v] - mu[v]));
+      m[v] = mn;
+      lsum[v] = splat(0.0f);
+    }
+    for (int j = 0; j < nk; ++j) {
+      float* srow = ST + j * BQ;
+      for (int v = 0; v < NV; ++v) {
+        vf e = exp2v(loadv(srow + v * W) - mu[v]);
+        storev(srow + v * W, e);
+        lsum[v] += e;
+      }
+    }
+    for (int v = 0; v < NV; ++v) l[v] = l[v] * loadv(ALPHA + v * W) + lsum[v];
+    // O^T = O^T * alpha + V^T P^T
+    gemm<RESCALE>(Dv, NV, OT, BQ, Vb, vsd, vsr, ST, BQ, nk, ALPHA);
+  }
+
+  float* mm = tmp;
+  float* ll = tmp + BQ;
+  for (int v = 0; v < NV; ++v) { storev(mm + v * W, m[v]); storev(ll + v * W, l[v]); }
+  if (partial) {
+    for (int r = 0; r < BQ; ++r) { partial[r] = r < NV * W ? mm[r] : kNegInf; partial[BQ + r] = r < NV * W ? ll[r] : 0.0f; }
+    std::memcpy(partial + 2 * BQ, OT, sizeof(float) * size_t(Dv) * BQ);
+    return;
+  }
+  for (int r = 0; r < R.n; ++r) {
+    const float inv = ll[r] == 0.0f ? 0.0f : 1.0f / ll[r];
+    const int64_t ob = R.b * p.os[0] + R.h[r] * p.os[1] + (s.qo + R.i[r]) * p.os[2];
+    for (int e = 0; e < Dv; ++e) store_o<DT>(p, ob + e * p.os[3], OT[e * BQ + r] * inv);
+    if (p.lse) {
+      const float lse = ll[r] == 0.0f ? kNegInf : (mm[r] + std::log2(ll[r])) * kLn2;
+      p.lse[R.b * p.ls[0] + R.h[r] * p.ls[1] + (s.qo + R.i[r]) * p.ls[2]] = lse;
+    }
+  }
+}
+
+template <int DT, int NV = NVMAX>
+void fwd_rows_nv(int nv, const Problem& p, const Rows& R, int k0, int k1, float* ws, float* part) {
+  if constexpr (NV > 0) {
+    if (nv == NV) return fwd_rows_t<DT, NV>(p, R, k0, k1, ws, part);
+    fwd_rows_nv<DT, NV - 1>(nv, p, R, k0, k1, ws, part);
+  }
+}
+
+void fwd_rows(const Problem& p, const Rows& R, int k0, int k1, float* ws, float* part) {
+  const int nv = (R.n + W - 1) / W;
+  switch (p.dtype) {
+    case F32: return fwd_rows_nv<F32>(nv, p, R, k0, k1, ws, part);
+    case F16: return fwd_rows_nv<F16>(nv, p, R, k0, k1, ws, part);
+    default: return fwd_rows_nv<BF16>(nv, p, R, k0, k1, ws, part);
+  }
+}
+
+// Merge split-K partials (m, l in log2 units, unnormalised O^T) into o / lse.
+template <int DT>
+void fwd_merge_t(const Problem& p, const Rows& R, int nsplit, const float* parts) {
+  const size_t stride = fwd_partial_floats(p);
+  const Seq s = seq_of(p, R.b);
+  for (int r = 0; r < R.n; ++r) {
+    float M = kNegInf;
+    for (int t = 0; t < nsplit; ++t) M = imax(M, parts[t * stride + r]);
+    const float Mu = M == kNegInf ? 0.0f : M;
+    float L = 0.0f;
+    float wgt[256];
+    for (int t = 0; t < nsplit; ++t) {
+      const float* pt = parts + t * stride;
+      wgt[t] = pt[BQ + r] == 0.0f ? 0.0f : std::exp2(pt[r] - Mu);
+      L += pt[BQ + r] * wgt[t];
+    }
+    const float inv = L == 0.0f ? 0.0f : 1.0f / L;
+    const int64_t ob = R.b * p.os[0] + R.h[r] * p.os[1] + (s.qo + R.i[r]) * p.os[2];
+    for (int e = 0; e < p.Dv; ++e) {
+      float acc = 0.0f;
+      for (int t = 0; t < nsplit; ++t)
+        if (wgt[t] != 0.0f) acc += parts[t * stride + 2 * BQ + e * BQ + r] * wgt[t];
+      store_o<DT>(p, ob + e * p.os[3], acc * inv);
+    }
+    if (p.lse)
+      p.lse[R.b * p.ls[0] + R.h[r] * p.ls[1] + (s.qo + R.i[r]) * p.ls[2]] =
+          L == 0.0f ? kNegInf : (M + std::log2(L)) * kLn2;
+  }
+}
+
+void fwd_merge(const Problem& p, const Rows& R, int nsplit, const float* parts) {
+  switch (p.dtype) {
+    case F32: return fwd_merge_t<F32>(p, R, nsplit, parts);
+    case F16: return fwd_merge_t<F16>(p, R, nsplit, parts);
+    default: return fwd_merge_t<BF16>(p, R, nsplit, parts);
+  }
+}
+
+}  // namespace
+}  // namespace ATTN_NS
+}  // namespace mlx_attn_cpu

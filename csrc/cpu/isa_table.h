@@ -1,0 +1,18 @@
+// Defines this ISA's kernel table; included last by each isa_*.cpp.
+#pragma once
+#include "bwd.h"
+
+#define ATTN_TABLE_FN2(ns) kernels_##ns
+#define ATTN_TABLE_FN(ns) ATTN_TABLE_FN2(ns)
+
+namespace mlx_attn_cpu {
+const IsaKernels& ATTN_TABLE_FN(ATTN_NS)() {
+  static const IsaKernels k = {
+      ATTN_ISA_NAME, ATTN_NS::W, ATTN_NS::BQ,
+      ATTN_NS::fwd_ws_floats, ATTN_NS::fwd_rows, ATTN_NS::fwd_partial_floats,
+      ATTN_NS::fwd_merge,
+      ATTN_NS::bwd_ws_floats, ATTN_NS::bwd_dp, ATTN_NS::bwd_keys, ATTN_NS::bwd_dq,
+  };
+  return k;
+}
+}  // namespace mlx_attn_cpu

@@ -1,0 +1,118 @@
+#include "pool.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace mlx_attn_cpu {
+namespace {
+
+class Pool {
+ public:
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+      ++gen_;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  std::mutex& call_mutex() { return call_; }
+
+  // Called with call_ held.
+  void run(int n, int threads, const std::function<void(int, int)>& fn) {
+    while (int(workers_.size()) < threads - 1) {
+      const int id = int(workers_.size()) + 1;
+      workers_.emplace_back([this, id] { loop(id); });
+    }
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      job_ = &fn;
+      total_ = n;
+      next_.store(0);
+      helpers_ = threads - 1;
+      pending_ = threads - 1;
+      error_ = nullptr;
+      ++gen_;
+    }
+    cv_.notify_all();
+    work(0);
+    std::unique_lock<std::mutex> lk(m_);
+    done_cv_.wait(lk, [this] { return pending_ == 0; });
+    job_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void work(int tid) {
+    for (;;) {
+      const int item = next_.fetch_add(1);
+      if (item >= total_) return;
+      try {
+        (*job_)(item, tid);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(m_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(total_);
+      }
+    }
+  }
+
+  void loop(int id) {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_.wait(lk, [&] { return gen_ != seen; });
+        seen = gen_;
+        if (stop_) return;
+        if (id > helpers_) continue;
+      }
+      work(id);
+      std::lock_guard<std::mutex> lk(m_);
+      if (--pending_ == 0) done_cv_.notify_one();
+    }
+  }
+
+  std::mutex call_;
+  std::mutex m_;
+  std::condition_variable cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int, int)>* job_ = nullptr;
+  std::atomic<int> next_{0};
+  int total_ = 0, helpers_ = 0, pending_ = 0;
+  uint64_t gen_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+Pool& pool() {
+  // Leaked on purpose: joining threads during interpreter shutdown can deadlock.
+  static Pool* p = new Pool();
+  return *p;
+}
+
+}  // namespace
+
+void parallel_for(int n, int threads, const std::function<void(int, int)>& fn) {
+  if (n <= 0) return;
+  if (threads > n) threads = n;
+  if (threads <= 1) {
+    for (int i = 0; i < n; ++i) fn(i, 0);
+    return;
+  }
+  Pool& p = pool();
+  std::unique_lock<std::mutex> lk(p.call_mutex(), std::try_to_lock);
+  if (!lk.owns_lock()) {
+    for (int i = 0; i < n; ++i) fn(i, 0);
+    return;
+  }
+  p.run(n, threads, fn);
+}
+
+}  // namespace mlx_attn_cpu

@@ -1,0 +1,16 @@
+"""Python side of the `cpu` backend: hands numpy arrays, torch CPU tensors and MLX CPU arrays to
+the native C++ kernel of csrc/cpu. Nothing here is imported until the backend runs.
+
+- status.py    whether the extensions are built and usable (the MLX version check)
+- strided.py   array descriptions (data pointer + element strides) and the kernel's problem spec
+- numpy_op.py  numpy arrays, zero-copy
+- torch_op.py  torch custom ops (forward and backward, registered with autograd)
+- mlx_op.py    the MLX primitive (its vjp is the native backward)
+
+Compiled modules, installed next to these files: `_kernel` (numpy / torch, no MLX dependency) and
+`_mlx_primitive` (NB_DOMAIN mlx, linked against the libmlx it was built with). `pip install .`
+builds both (CMake options MLX_ATTN_BUILD_CPU, MLX_ATTN_BUILD_MLX). In-place developer build:
+
+    cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build/dev -j2
+    (cd mlx_attn/cpu && ln -sf ../../build/dev/csrc/cpu/*.so .)   # git-ignored links
+"""

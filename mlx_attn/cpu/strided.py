@@ -1,0 +1,42 @@
+"""How arrays are described to the native kernel: (data pointer, element strides...) tuples in
+(b, h, l, d) order, plus the problem's sizes and options as one dict (`spec`).
+
+Size-1 dims get stride 0 (broadcast), so masks of any broadcastable shape are read in place.
+"""
+from __future__ import annotations
+
+DTYPE_CODE = {"float32": 0, "float16": 1, "bfloat16": 2}
+MASK_TYPE = {"bool": 0, "float32": 1, "float16": 2, "bfloat16": 3}
+MASK_KIND = {None: 0, "bool": 1, "additive": 2}
+
+
+def numpy_desc(a, rank: int):
+    item = a.itemsize
+    if any(s % item for s in a.strides):
+        raise ValueError("strides not a multiple of the item size")
+    strides = [0 if n == 1 else s // item for n, s in zip(a.shape, a.strides)]
+    return (a.ctypes.data, *strides[-rank:]) if rank else (a.ctypes.data,)
+
+
+def torch_desc(t, rank: int):
+    strides = [0 if n == 1 else s for n, s in zip(t.shape, t.stride())]
+    return (t.data_ptr(), *strides[-rank:]) if rank else (t.data_ptr(),)
+
+
+def varlen_as_bhld(desc):
+    """Varlen [total, H, D] description -> (ptr, b=0, h, l, d) strides."""
+    ptr, sl, sh, sd = desc
+    return (ptr, 0, sh, sl, sd)
+
+
+def window_of(call):
+    """(left, right) with -1 for unbounded, from the call's window (None = unbounded both)."""
+    return call.window if call.window is not None else (-1, -1)
+
+
+def base_spec(dtype, dims, scale, softcap, causal, window):
+    B, Hq, Hkv, Lq, Lk, D, Dv = dims
+    wl, wr = window
+    return dict(dtype=DTYPE_CODE[dtype], B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv,
+                scale=float(scale), softcap=float(softcap or 0.0), causal=bool(causal),
+                wl=int(wl), wr=int(wr))

@@ -1,0 +1,133 @@
+"""torch custom ops of the `cpu` backend: `mlx_attn::cpu_attention` and its backward,
+registered with autograd and fake (meta) implementations, so torch.autograd and torch.compile see
+one op. No `from __future__ import annotations` here: torch infers the op schemas from the
+annotations at run time.
+"""
+from typing import Optional
+
+import torch
+
+from .status import native
+from .strided import (MASK_KIND, MASK_TYPE, base_spec as make_spec, torch_desc, varlen_as_bhld,
+                      window_of)
+
+
+def _register():
+    """Registers the torch custom ops (once, at import); returns the forward op."""
+    def dims_of(q, k, v, cu_q):
+        if cu_q is not None:
+            return (cu_q.numel() - 1, q.shape[1], k.shape[1], q.shape[0], k.shape[0], q.shape[2],
+                    v.shape[2])
+        return (q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3])
+
+    def desc(t, varlen):
+        return varlen_as_bhld(torch_desc(t, 3)) if varlen else torch_desc(t, 4)
+
+    def lse_desc(lse, varlen, Lq):
+        return (lse.data_ptr(), 0, Lq, 1) if varlen else torch_desc(lse, 3)
+
+    def base_spec(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind):
+        varlen = cu_q is not None
+        dims = dims_of(q, k, v, cu_q)
+        spec = make_spec(str(q.dtype).removeprefix("torch."), dims, scale, softcap, causal,
+                         (wl, wr))
+        spec.update(q=desc(q, varlen), k=desc(k, varlen), v=desc(v, varlen))
+        if varlen:
+            spec.update(cu_q=(cu_q.data_ptr(),), cu_k=(cu_k.data_ptr(),))
+        if mask is not None:
+            spec.update(mask=torch_desc(mask, 4), mask_kind=mask_kind,
+                        mask_type=MASK_TYPE[str(mask.dtype).removeprefix("torch.")])
+        return spec, varlen, dims
+
+    def out_shapes(q, v, cu_q):
+        if cu_q is not None:
+            return (q.shape[0], q.shape[1], v.shape[2]), (q.shape[1], q.shape[0])
+        return (*q.shape[:3], v.shape[3]), tuple(q.shape[:3])
+
+    @torch.library.custom_op("mlx_attn::cpu_attention", mutates_args=(), device_types="cpu")
+    def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                  cu_q: Optional[torch.Tensor], cu_k: Optional[torch.Tensor], scale: float,
+                  softcap: float, wl: int, wr: int, causal: bool,
+                  mask_kind: int) -> tuple[torch.Tensor, torch.Tensor]:
+        spec, varlen, dims = base_spec(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal,
+                                       mask_kind)
+        oshape, lshape = out_shapes(q, v, cu_q)
+        out = torch.empty(oshape, dtype=q.dtype)
+        lse = torch.empty(lshape, dtype=torch.float32)
+        spec.update(o=desc(out, varlen), lse=lse_desc(lse, varlen, dims[3]))
+        native().forward(spec)
+        return out, lse
+
+    @attention.register_fake
+    def _(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind):
+        oshape, lshape = out_shapes(q, v, cu_q)
+        return q.new_empty(oshape), q.new_empty(lshape, dtype=torch.float32)
+
+    @torch.library.custom_op("mlx_attn::cpu_attention_backward", mutates_args=(),
+                             device_types="cpu")
+    def attention_backward(dout: torch.Tensor, dlse: Optional[torch.Tensor], q: torch.Tensor,
+                           k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                           lse: torch.Tensor, mask: Optional[torch.Tensor],
+                           cu_q: Optional[torch.Tensor], cu_k: Optional[torch.Tensor],
+                           scale: float, softcap: float, wl: int, wr: int, causal: bool,
+                           mask_kind: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        spec, varlen, dims = base_spec(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal,
+                                       mask_kind)
+        dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype) for x in (q, k, v))
+        spec.update(o=desc(out, varlen), lse=lse_desc(lse, varlen, dims[3]),
+                    dout=desc(dout, varlen), dq=desc(dq, varlen), dk=desc(dk, varlen),
+                    dv=desc(dv, varlen))
+        if dlse is not None:
+            spec["dlse"] = (dlse.data_ptr(), 0, dlse.stride(0), dlse.stride(1)) if varlen \
+                else torch_desc(dlse, 3)
+        native().backward(spec)
+        return dq, dk, dv
+
+    @attention_backward.register_fake
+    def _(dout, dlse, q, k, v, out, lse, mask, cu_q, cu_k, scale, softcap, wl, wr, causal,
+          mask_kind):
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind = inputs
+        out, lse = output
+        ctx.save_for_backward(q, k, v, out, lse, mask, cu_q, cu_k)
+        ctx.args = (scale, softcap, wl, wr, causal, mask_kind)
+
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse, mask, cu_q, cu_k = ctx.saved_tensors
+        if dout is None:
+            dout = torch.zeros_like(out)
+        dq, dk, dv = attention_backward(dout, dlse, q, k, v, out, lse, mask, cu_q, cu_k,
+                                        *ctx.args)
+        return dq, dk, dv, None, None, None, None, None, None, None, None, None
+
+    attention.register_autograd(backward, setup_context=setup_context)
+    return attention
+
+
+_OP = _register()
+
+
+def torch_ops():
+    """The forward custom op (mlx_attn::cpu_attention)."""
+    return _OP
+
+
+def _torch_mask(mask):
+    if mask is None or mask.dtype in (torch.bool, torch.float32, torch.float16, torch.bfloat16):
+        return mask
+    return mask.to(torch.float32)
+
+
+def torch_forward(call):
+    op = _OP
+    wl, wr = window_of(call)
+    cu_q = cu_k = None
+    if call.varlen:
+        cu_q = torch.tensor(call.seqlens_q, dtype=torch.int32)
+        cu_k = torch.tensor(call.seqlens_k, dtype=torch.int32)
+    out, lse = op(call.q, call.k, call.v, _torch_mask(call.mask), cu_q, cu_k, float(call.scale),
+                  float(call.softcap or 0.0), int(wl), int(wr), bool(call.causal),
+                  MASK_KIND[call.mask_kind])
+    return out, (lse if call.return_lse else None)
