@@ -121,3 +121,48 @@ def test_fully_masked_rows_have_zero_gradients_not_nan():
     out.sum().backward()
     assert torch.all(torch.isfinite(q.grad)) and torch.all(q.grad[:, :, :3] == 0)
     assert torch.all(torch.isfinite(k.grad)) and torch.all(torch.isfinite(v.grad))
+
+
+@pytest.mark.parametrize("Lq,Lk", [(0, 5), (5, 0), (0, 0)])
+def test_empty_lengths_stay_differentiable(Lq, Lk):
+    """Lq or Lk = 0: zeros that autodiff still reaches, with zero (not missing) gradients."""
+    if HAVE["torch"]:
+        import torch
+        q = torch.randn(1, 2, Lq, 8, requires_grad=True)
+        k, v = (torch.randn(1, 1, Lk, 8, requires_grad=True) for _ in range(2))
+        flash_attention(q, k, v, backend="math").sum().backward()
+        assert all(t.grad is not None and not t.grad.any() for t in (q, k, v))
+    if HAVE["mlx"]:
+        import mlx.core as mx
+        grads = mx.grad(lambda a, b, c: flash_attention(a, b, c, backend="math").sum(),
+                        argnums=(0, 1, 2))(mx.ones((1, 2, Lq, 8)), mx.ones((1, 1, Lk, 8)),
+                                           mx.ones((1, 1, Lk, 8)))
+        assert [g.shape for g in grads] == [(1, 2, Lq, 8), (1, 1, Lk, 8), (1, 1, Lk, 8)]
+        assert not any(np.any(np.array(g)) for g in grads)
+
+
+@pytest.mark.skipif(not HAVE["mlx"], reason="mlx is not installed")
+@pytest.mark.parametrize("options", [dict(causal=True), dict(softcap=2.0, mask="bool"),
+                                     dict(mask="additive", window=(1, 0))],
+                         ids=["causal", "softcap-bool", "additive-window"])
+def test_mlx_rows_without_keys_have_zero_gradients(options):
+    import mlx.core as mx
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal(s) for s in ((1, 2, 6, 8), (1, 2, 3, 8), (1, 2, 3, 8)))
+    dout = rng.standard_normal((1, 2, 6, 8))
+    options = dict(options)
+    host = dict(options)
+    keep = np.ones((1, 1, 6, 3), bool)
+    keep[..., 4, :] = False                                   # row 4 sees no key at all
+    if options.get("mask") == "bool":
+        options["mask"], host["mask"] = mx.array(keep), keep
+    elif options.get("mask") == "additive":
+        additive = np.where(keep, 0.0, -np.inf)
+        options["mask"], host["mask"] = mx.array(additive.astype(np.float32)), additive
+    want = reference_grads(q, k, v, dout, **host)
+    mq, mk, mv, md = (mx.array(x.astype(np.float32)) for x in (q, k, v, dout))
+    grads = mx.grad(lambda a, b, c: (flash_attention(a, b, c, backend="math", **options)
+                                     * md).sum(), argnums=(0, 1, 2))(mq, mk, mv)
+    for g, w in zip(grads, want):
+        assert np.all(np.isfinite(np.array(g)))
+        assert _close(g, w, "float32")

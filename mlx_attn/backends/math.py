@@ -68,7 +68,9 @@ def attention_bhld(call: AttentionCall, q, k, v, mask):
     G = Hq // Hkv
     compute = "float64" if call.dtype == "float64" else "float32"
     if Lq == 0 or Lk == 0:
-        out = ops.full((B, Hq, Lq, Dv), 0.0, call.dtype, q)
+        # zeros that still hang off q, k and v in autodiff (sums of empty slices are exactly 0)
+        tie = sum(ops.sum(ops.reshape(x[..., :0], (-1,)), 0) for x in (q, k, v))
+        out = ops.full((B, Hq, Lq, Dv), 0.0, call.dtype, q) + ops.astype(tie, call.dtype)
         lse = ops.full((B, Hq, Lq), NEG_INF, "float32", q)
         return out, (lse if call.return_lse else None)
     # kv heads get a singleton group axis; query heads are grouped under their kv head
@@ -111,7 +113,8 @@ def _chunk(call, ops, q, kt, vc, mask, start, stop, compute, G, Lq, Lk):
     if allowed is not None:
         s = ops.where(allowed, s, NEG_INF)
     # 6. softmax in float32 (float64 for float64 inputs); fully removed rows give p = 0
-    row_max = ops.amax(s, -1)
+    # the row max is only a shift for stability (softmax does not depend on it): no gradient
+    row_max = ops.stop_gradient(ops.amax(s, -1))
     row_max = ops.where(row_max == NEG_INF, 0.0, row_max)
     e = ops.exp(s - row_max)
     denom = ops.sum(e, -1)

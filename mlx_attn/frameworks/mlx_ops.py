@@ -75,6 +75,9 @@ class MlxOps:
     def sum(self, x, axis: int):
         return mx.sum(x, axis=axis, keepdims=True)
 
+    def stop_gradient(self, x):
+        return mx.stop_gradient(x)
+
     def finish_chunk(self, *xs) -> None:
         """Compute a chunk now, so that the lazy graph does not schedule every chunk's score
         block at once (which defeats chunking). Inside mx.compile / mx.vmap, where eval is not

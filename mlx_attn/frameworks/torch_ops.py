@@ -73,6 +73,9 @@ class TorchOps:
     def sum(self, x, axis: int):
         return torch.sum(x, dim=axis, keepdim=True)
 
+    def stop_gradient(self, x):
+        return x.detach()
+
     def finish_chunk(self, *xs) -> None:
         """Eager arrays are already computed."""
 
