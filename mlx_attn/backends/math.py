@@ -76,8 +76,8 @@ def attention_bhld(call: AttentionCall, q, k, v, mask):
         lse = ops.full((B, Hq, Lq), NEG_INF, "float32", q)
         return out, (lse if call.return_lse else None)
     # kv heads get a singleton group axis; query heads are grouped under their kv head
-    kt = ops.swapaxes(ops.reshape(ops.astype(k, compute), (B, Hkv, 1, Lk, k.shape[3])), -1, -2)
-    vc = ops.reshape(ops.astype(v, compute), (B, Hkv, 1, Lk, Dv))
+    kt = ops.swapaxes(ops.astype(k, compute), -1, -2)            # [B, Hkv, D, Lk]
+    vc = ops.astype(v, compute)                                   # [B, Hkv, Lk, Dv]
     step = chunk_rows(call)
     outs, lses = [], []
     for start in range(0, Lq, step):
@@ -96,10 +96,11 @@ def _chunk(call, ops, q, kt, vc, mask, start, stop, compute, G, Lq, Lk):
     B, Hq, _, D = q.shape
     Hkv, Dv = kt.shape[1], vc.shape[-1]
     n = stop - start
-    qc = ops.reshape(ops.astype(q[:, :, start:stop], compute), (B, Hkv, G, n, D))
+    # a kv head's G query heads are stacked as G*n rows of one matmul (no broadcast copies of K)
+    qc = ops.reshape(ops.astype(q[:, :, start:stop], compute), (B, Hkv, G * n, D))
 
     # 1. scores, scaled
-    s = (qc @ kt) * call.scale                                   # [B, Hkv, G, n, Lk]
+    s = ops.reshape(qc @ kt, (B, Hkv, G, n, Lk)) * call.scale
     # 2. softcap
     if call.softcap is not None:
         s = ops.tanh(s / call.softcap) * call.softcap
@@ -122,7 +123,7 @@ def _chunk(call, ops, q, kt, vc, mask, start, stop, compute, G, Lq, Lk):
     denom = ops.sum(e, -1)
     p = e / ops.where(denom == 0, 1.0, denom)
     # 7. weighted sum of values
-    out = ops.reshape(p @ vc, (B, Hq, n, Dv))
+    out = ops.reshape(ops.reshape(p, (B, Hkv, G * n, Lk)) @ vc, (B, Hq, n, Dv))
     lse = None
     if call.return_lse:
         lse = ops.astype(ops.reshape(ops.log(denom) + row_max, (B, Hq, n)), "float32")
