@@ -22,11 +22,6 @@ class Case:
     D: int
     causal: bool
 
-    def flops(self) -> float:
-        """FlashAttention's count: 4 * B * H * Lq * Lk * D, halved when causal."""
-        total = 4.0 * self.B * self.Hq * self.Lq * self.Lk * self.D
-        return total / 2 if self.causal else total
-
     def as_dict(self) -> dict:
         return asdict(self)
 

@@ -67,7 +67,7 @@ def run_case(fw: Framework, case: Case, *, repeats: int, max_seconds: float, adv
             base.note = "; ".join(reasons)
         else:
             _time_and_check(base, lambda b=backend.name: flash_attention(
-                q, k, v, causal=case.causal, backend=b), fw, case, rows, want, repeats,
+                q, k, v, causal=case.causal, backend=b), fw, call, rows, want, repeats,
                 max_seconds)
             if backend.name == "math":
                 math_err = base.max_err
@@ -80,7 +80,7 @@ def run_case(fw: Framework, case: Case, *, repeats: int, max_seconds: float, adv
     if native is not None:
         label, fn = native
         base = Result(fw.kind, fw.device, fw.dtype, case.name, label, native=True)
-        _time_and_check(base, lambda: fn(q, k, v), fw, case, rows, want, repeats, max_seconds)
+        _time_and_check(base, lambda: fn(q, k, v), fw, call, rows, want, repeats, max_seconds)
         if base.max_err is not None:
             base.ok = base.max_err <= TOLERANCE[fw.dtype]
         results.append(base)
@@ -91,7 +91,7 @@ def run_case(fw: Framework, case: Case, *, repeats: int, max_seconds: float, adv
     return results
 
 
-def _time_and_check(result: Result, fn, fw, case, rows, want, repeats, max_seconds):
+def _time_and_check(result: Result, fn, fw, call, rows, want, repeats, max_seconds):
     try:
         timing.reset_device_peak(fw.kind, fw.device)
         out = fn()
@@ -105,4 +105,4 @@ def _time_and_check(result: Result, fn, fw, case, rows, want, repeats, max_secon
         result.ok = False
         return
     result.time_ms = measured.median_s * 1e3
-    result.tflops = measured.tflops(case.flops())
+    result.tflops = measured.tflops(call.flops())  # 4·B·H·Lq·Lk·D, halved when causal
