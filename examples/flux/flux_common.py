@@ -4,6 +4,7 @@ Noise comes from numpy with a seed, so the MLX and the torch demo start from the
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -105,3 +106,16 @@ def decode_to_image(model_dir, latents: np.ndarray, out_path):
     pixels = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     Image.fromarray(pixels).save(out_path)
     return pixels
+
+
+def generation_parser(description: str, guidance_help: str | None = None) -> argparse.ArgumentParser:
+    """The arguments both FLUX demos share (model folder, prompt, size, steps, seed)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", required=True, help="diffusers FLUX.1 checkpoint folder")
+    ap.add_argument("--prompt", default="a photo of a red fox sitting in fresh snow")
+    ap.add_argument("--embeddings", help=".safetensors with prompt_embeds, pooled_prompt_embeds")
+    ap.add_argument("--height", type=int, default=1024)
+    ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--guidance", type=float, default=3.5, help=guidance_help)
+    return ap

@@ -11,7 +11,6 @@ prints per-step time and peak memory for each.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -42,14 +41,7 @@ def denoise(model, noise_tokens, embeds, pooled, sigmas, img_ids, txt_ids, guida
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="diffusers FLUX.1 checkpoint folder")
-    ap.add_argument("--prompt", default="a photo of a red fox sitting in fresh snow")
-    ap.add_argument("--embeddings", help=".safetensors with prompt_embeds, pooled_prompt_embeds")
-    ap.add_argument("--height", type=int, default=1024)
-    ap.add_argument("--width", type=int, default=1024)
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--guidance", type=float, default=3.5, help="used by guidance-distilled dev")
+    ap = common.generation_parser(__doc__.splitlines()[0], "used by guidance-distilled dev")
     ap.add_argument("--max-text-tokens", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")

@@ -9,7 +9,6 @@ peak memory for each (CUDA peak allocated; on the CPU the process's peak RSS so 
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -36,14 +35,7 @@ def load_pipeline(root: Path, dtype):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="diffusers FLUX.1 checkpoint folder")
-    ap.add_argument("--prompt", default="a photo of a red fox sitting in fresh snow")
-    ap.add_argument("--embeddings", help=".safetensors with prompt_embeds, pooled_prompt_embeds")
-    ap.add_argument("--height", type=int, default=1024)
-    ap.add_argument("--width", type=int, default=1024)
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--guidance", type=float, default=3.5)
+    ap = common.generation_parser(__doc__.splitlines()[0], None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None)
