@@ -14,6 +14,40 @@
 #define MLX_ATTN_CUDA_ARCHS "unknown"
 #endif
 
+// MA_FOR_EACH_HDIM(X) expands X(D) for every head-dim bucket compiled into this build.
+#if MLX_ATTN_HDIM_32
+#define MA_HDIM_32(X) X(32)
+#else
+#define MA_HDIM_32(X)
+#endif
+#if MLX_ATTN_HDIM_64
+#define MA_HDIM_64(X) X(64)
+#else
+#define MA_HDIM_64(X)
+#endif
+#if MLX_ATTN_HDIM_96
+#define MA_HDIM_96(X) X(96)
+#else
+#define MA_HDIM_96(X)
+#endif
+#if MLX_ATTN_HDIM_128
+#define MA_HDIM_128(X) X(128)
+#else
+#define MA_HDIM_128(X)
+#endif
+#if MLX_ATTN_HDIM_192
+#define MA_HDIM_192(X) X(192)
+#else
+#define MA_HDIM_192(X)
+#endif
+#if MLX_ATTN_HDIM_256
+#define MA_HDIM_256(X) X(256)
+#else
+#define MA_HDIM_256(X)
+#endif
+#define MA_FOR_EACH_HDIM(X) \
+  MA_HDIM_32(X) MA_HDIM_64(X) MA_HDIM_96(X) MA_HDIM_128(X) MA_HDIM_192(X) MA_HDIM_256(X)
+
 namespace mlx_attn_cuda {
 
 // Defined by src/fwd_hdim<D>_<dtype>.cu and src/bwd_hdim<D>_<dtype>.cu (only for the head dims compiled in).
@@ -22,24 +56,7 @@ namespace mlx_attn_cuda {
   void run_fwd_bf16_##D(const FwdParams&, int, int, cudaStream_t);                     \
   void run_bwd_fp16_##D(const BwdParams&, cudaStream_t);                               \
   void run_bwd_bf16_##D(const BwdParams&, cudaStream_t);
-#if MLX_ATTN_HDIM_32
-MA_DECLARE(32)
-#endif
-#if MLX_ATTN_HDIM_64
-MA_DECLARE(64)
-#endif
-#if MLX_ATTN_HDIM_96
-MA_DECLARE(96)
-#endif
-#if MLX_ATTN_HDIM_128
-MA_DECLARE(128)
-#endif
-#if MLX_ATTN_HDIM_192
-MA_DECLARE(192)
-#endif
-#if MLX_ATTN_HDIM_256
-MA_DECLARE(256)
-#endif
+MA_FOR_EACH_HDIM(MA_DECLARE)
 #undef MA_DECLARE
 
 // The planner's numbers must be the traits' numbers.
@@ -182,24 +199,7 @@ void run_fwd(FwdParams& p, int dtype, int config, int device, uintptr_t stream_i
       run_fwd_fp16_##D(p, config, device, stream);                     \
     return;
   switch (bucket) {
-#if MLX_ATTN_HDIM_32
-    MA_CASE(32)
-#endif
-#if MLX_ATTN_HDIM_64
-    MA_CASE(64)
-#endif
-#if MLX_ATTN_HDIM_96
-    MA_CASE(96)
-#endif
-#if MLX_ATTN_HDIM_128
-    MA_CASE(128)
-#endif
-#if MLX_ATTN_HDIM_192
-    MA_CASE(192)
-#endif
-#if MLX_ATTN_HDIM_256
-    MA_CASE(256)
-#endif
+    MA_FOR_EACH_HDIM(MA_CASE)
     default:
       break;
   }
@@ -222,24 +222,7 @@ void run_bwd(BwdParams& p, int dtype, int device, uintptr_t stream_int) {
       run_bwd_fp16_##D(p, stream);         \
     return;
   switch (bucket) {
-#if MLX_ATTN_HDIM_32
-    MA_CASE(32)
-#endif
-#if MLX_ATTN_HDIM_64
-    MA_CASE(64)
-#endif
-#if MLX_ATTN_HDIM_96
-    MA_CASE(96)
-#endif
-#if MLX_ATTN_HDIM_128
-    MA_CASE(128)
-#endif
-#if MLX_ATTN_HDIM_192
-    MA_CASE(192)
-#endif
-#if MLX_ATTN_HDIM_256
-    MA_CASE(256)
-#endif
+    MA_FOR_EACH_HDIM(MA_CASE)
     default:
       break;
   }
