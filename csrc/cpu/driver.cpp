@@ -181,10 +181,17 @@ void forward(const Problem& p) {
   }
   const int nb = int(blocks.size());
   if (nb == 0) return;
-  // heaviest first (causal: the last query blocks)
+  // Heaviest first within each (sequence, head), heads one after another: both threads then
+  // stream the same head's K / V, which stays in the shared L3; a global heaviest-first order
+  // cycles through every head and re-reads K / V from memory (causal L=8k: ~25% slower). The
+  // tail stays light either way, so the dynamic schedule still balances.
   std::vector<int> order(nb);
   for (int i = 0; i < nb; ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](int a, int c) { return est[a] > est[c]; });
+  std::stable_sort(order.begin(), order.end(), [&](int a, int c) {
+    const Rows &ra = blocks[a], &rc = blocks[c];
+    if (ra.b != rc.b || ra.h[0] != rc.h[0]) return ra.b != rc.b ? ra.b < rc.b : ra.h[0] < rc.h[0];
+    return est[a] > est[c];
+  });
 
   const int T = num_threads();
   int nsplit = 1;

@@ -58,43 +58,58 @@ inline void micro(float* __restrict C, int64_t ldc, const float* __restrict A, i
     for (int v = 0; v < NV; ++v) storev(C + m * ldc + v * W, acc[m][v]);
 }
 
-template <int NV, int MODE, int REM>
-inline void micro_rem(int rem, float* C, int64_t ldc, const float* A, int64_t sam, int64_t sak,
-                      const float* B, int64_t ldb, int K, const float* cs) {
+// Walks C in register tiles: whole MR-row tiles, then one tile for the remaining rows, NVMAX
+// vectors of columns at a time. A tile type T knows how to shift its operands to row m and
+// vector column nv (T::at) and runs one tile of compile-time shape (T::run<M, NV>), so the fp32
+// and the bf16 dot-product kernels share this walk.
+template <class T, int NV, int REM>
+inline void tile_rows_rem(const T& t, int rem) {
   if constexpr (REM > 0) {
-    if (rem == REM) return micro<REM, NV, MODE>(C, ldc, A, sam, sak, B, ldb, K, cs);
-    micro_rem<NV, MODE, REM - 1>(rem, C, ldc, A, sam, sak, B, ldb, K, cs);
+    if (rem == REM) return t.template run<REM, NV>();
+    tile_rows_rem<T, NV, REM - 1>(t, rem);
   }
 }
 
-template <int NV, int MODE>
-inline void gemm_nv(int M, float* C, int64_t ldc, const float* A, int64_t sam, int64_t sak,
-                    const float* B, int64_t ldb, int K, const float* cs) {
+template <class T, int NV>
+inline void tile_rows(const T& t, int M) {
   int m = 0;
-  for (; m + MR <= M; m += MR)
-    micro<MR, NV, MODE>(C + m * ldc, ldc, A + m * sam, sam, sak, B, ldb, K, cs);
-  if (m < M) micro_rem<NV, MODE, MR - 1>(M - m, C + m * ldc, ldc, A + m * sam, sam, sak, B, ldb, K, cs);
+  for (; m + MR <= M; m += MR) t.at(m, 0).template run<MR, NV>();
+  if (m < M) tile_rows_rem<T, NV, MR - 1>(t.at(m, 0), M - m);
 }
 
-template <int MODE, int NV = NVMAX>
-inline void gemm_split(int M, int nv, float* C, int64_t ldc, const float* A, int64_t sam,
-                       int64_t sak, const float* B, int64_t ldb, int K, const float* cs) {
+template <class T, int NV = NVMAX>
+inline void tile_cols(const T& t, int M, int nv) {
   if constexpr (NV > 0) {
-    if (nv == NV) return gemm_nv<NV, MODE>(M, C, ldc, A, sam, sak, B, ldb, K, cs);
-    gemm_split<MODE, NV - 1>(M, nv, C, ldc, A, sam, sak, B, ldb, K, cs);
+    if (nv == NV) return tile_rows<T, NV>(t, M);
+    tile_cols<T, NV - 1>(t, M, nv);
   }
 }
 
-// C is M x (NVt * W). Columns are processed NVMAX vectors at a time.
+// C is M x (NVt * W).
+template <class T>
+inline void tile_all(const T& t, int M, int NVt) {
+  if (M <= 0 || NVt <= 0) return;
+  for (int n0 = 0; n0 < NVt; n0 += NVMAX) tile_cols<T>(t.at(0, n0), M, imin(NVMAX, NVt - n0));
+}
+
+template <int MODE>
+struct F32Tile {
+  float* C; int64_t ldc;
+  const float* A; int64_t sam, sak;
+  const float* B; int64_t ldb;
+  int K;
+  const float* cs;
+  F32Tile at(int m, int nv) const {
+    return {C + m * ldc + nv * W, ldc, A + m * sam, sam, sak, B + nv * W, ldb, K,
+            cs ? cs + nv * W : nullptr};
+  }
+  template <int M, int NV> void run() const { micro<M, NV, MODE>(C, ldc, A, sam, sak, B, ldb, K, cs); }
+};
+
 template <int MODE>
 inline void gemm(int M, int NVt, float* C, int64_t ldc, const float* A, int64_t sam, int64_t sak,
                  const float* B, int64_t ldb, int K, const float* cs = nullptr) {
-  if (M <= 0 || NVt <= 0) return;
-  for (int n0 = 0; n0 < NVt; n0 += NVMAX) {
-    const int nv = imin(NVMAX, NVt - n0);
-    gemm_split<MODE>(M, nv, C + n0 * W, ldc, A, sam, sak, B + n0 * W, ldb, K,
-                     cs ? cs + n0 * W : nullptr);
-  }
+  tile_all(F32Tile<MODE>{C, ldc, A, sam, sak, B, ldb, K, cs}, M, NVt);
 }
 
 }  // namespace
