@@ -26,6 +26,8 @@ bool cpu_has(const char* what) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
            __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (!std::strcmp(what, "avx512bf16"))
+    return cpu_has("avx512") && __builtin_cpu_supports("avx512bf16");
   if (!std::strcmp(what, "avx2"))
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("f16c");
@@ -35,6 +37,7 @@ bool cpu_has(const char* what) {
 
 const IsaKernels* isa_by_name(const std::string& name) {
 #if defined(__x86_64__) || defined(_M_X64)
+  if (name == "avx512bf16" && cpu_has("avx512bf16")) return &kernels_avx512bf16();
   if (name == "avx512" && cpu_has("avx512")) return &kernels_avx512();
   if (name == "avx2" && cpu_has("avx2")) return &kernels_avx2();
 #endif
@@ -43,7 +46,7 @@ const IsaKernels* isa_by_name(const std::string& name) {
 }
 
 const IsaKernels* best_isa() {
-  for (const char* n : {"avx512", "avx2", "generic"})
+  for (const char* n : {"avx512bf16", "avx512", "avx2", "generic"})
     if (auto* k = isa_by_name(n)) return k;
   return &kernels_generic();
 }
@@ -136,7 +139,7 @@ void forward(const Problem& p) {
   // Decode-sized row blocks (<= 8 rows) waste most of a 16-lane vector: 8-lane AVX2 kernels
   // have the same FLOP rate per lane on Zen 4 and twice the utilisation.
   const IsaKernels* Kp = &isa();
-  if (Kp == isa_by_name("avx512")) {
+  if (Kp->W == 16) {
     bool small = true;
     for (int b = 0; b < p.B && small; ++b) {
       const int Lq = seq_of(p, b).Lq;
@@ -272,7 +275,8 @@ void backward(const Problem& p) {
   const size_t wsz = K.bwd_ws(p);
   std::vector<std::unique_ptr<Buffer>> ws;
   for (int t = 0; t < nthreads; ++t) ws.emplace_back(new Buffer(wsz));
-  const size_t acc_sz = size_t(G) * std::max(maxLq, 1) * Dp;
+  // per (sequence, kv head): G groups of maxLq rows rounded up to whole row blocks (bwd.h)
+  const size_t acc_sz = size_t(G) * ((std::max(maxLq, 1) + kMaxRows - 1) / kMaxRows * kMaxRows) * Dp;
   if (nsplit == 1) {
     std::vector<std::unique_ptr<Buffer>> acc;
     for (int t = 0; t < nthreads; ++t) acc.emplace_back(new Buffer(acc_sz));

@@ -1,6 +1,9 @@
 // Defines this ISA's kernel table; included last by each isa_*.cpp.
 #pragma once
 #include "bwd.h"
+#ifdef ATTN_BF16DOT
+#include "bwd_bf16.h"
+#endif
 
 #define ATTN_TABLE_FN2(ns) kernels_##ns
 #define ATTN_TABLE_FN(ns) ATTN_TABLE_FN2(ns)

@@ -45,6 +45,7 @@ struct IsaKernels {
 const IsaKernels& kernels_generic();
 const IsaKernels& kernels_avx2();
 const IsaKernels& kernels_avx512();
+const IsaKernels& kernels_avx512bf16();
 
 // Sequence bounds of batch item b.
 struct Seq {

@@ -1,0 +1,190 @@
+// Backward pass of bf16 problems on CPUs with AVX512-BF16: the algorithm of bwd.h with its five
+// products as bf16 dot products (gemm_bf16.h), float32 accumulation.
+//
+// q, k, v and dO are bf16 already, so S = Q K^T and dP = dO V^T take two exact products per
+// instruction (twice the float32 rate). P and dS are float32 results: rounding them to bf16 (as
+// FlashAttention 2 does on GPUs) costs more accuracy than the SPEC's criterion allows, so the three
+// products that read them take each as a pair (hi, lo) of bf16s against a duplicated bf16 operand
+// (one exact float32-rate product, ~16 significant bits of P and dS).
+//
+// Products (r = query row, j = key, d / e = head dims):
+//   S^T[j][r]   = K . Q^T     A = K rows                 B = Q^T, pairs over d
+//   dP^T[j][r]  = V . dO^T    A = V rows                 B = dO^T, pairs over e
+//   dV[j][e]   += P^T . dO    A = (P_hi, P_lo) per r     B = (dO, dO) per r
+//   dK[j][d]   += dS^T . Q    A = (dS_hi, dS_lo) per r   B = (Q, Q) per r
+//   dQ^T[d][r] += K^T . dS    A = (K, K) per j           B = (dS_hi, dS_lo) per j
+// so dq accumulates transposed, per block of BQ rows (bwd_dq reads it back that way).
+#pragma once
+#include <initializer_list>
+
+#include "bwd.h"
+#include "gemm_bf16.h"
+
+namespace mlx_attn_cpu {
+namespace ATTN_NS {
+namespace {
+
+// Per-thread buffers, carved from the float workspace in 64-byte aligned pieces.
+struct Bf16Ws {
+  uint16_t *Kb, *Vb;         // key block: K [BKB][Dp], V [BKB][Dvp]
+  uint16_t *KTd;             // (K, K) pairs: [Dp][BKB][2]
+  float *dK, *dV;            // [BKB][Dp], [BKB][Dvp]
+  uint16_t *QTv, *dOTv;      // query block: Q^T [Dp/2][BQ][2], dO^T [Dvp/2][BQ][2]
+  uint16_t *Qd, *dOd;        // (Q, Q) pairs [BQ][Dp][2], (dO, dO) pairs [BQ][Dvp][2]
+  float *ST, *DPT, *TT, *MT, *MU;  // scores / P, dP / dS, tanh, mask tile, uniform mask
+  uint16_t *Ps, *dSs;        // (hi, lo) pairs of P^T and dS^T: [BKB][BQ][2]
+  float *LSE2, *DELTA, *dO32;
+};
+
+// Hands out 64-byte aligned pieces of a workspace; base == nullptr only measures.
+struct Carver {
+  char* base;
+  size_t off = 0;
+  template <class T> T* take(size_t n) {
+    T* r = base ? reinterpret_cast<T*>(base + off) : nullptr;
+    off += (n * sizeof(T) + 63) / 64 * 64;
+    return r;
+  }
+};
+
+inline Bf16Ws carve_bf16_ws(const Problem& p, char* base, size_t* used) {
+  const size_t Dp = padw(p.D), Dvp = padw(p.Dv);
+  Carver c{base};
+  Bf16Ws w;
+  w.Kb = c.take<uint16_t>(BKB * Dp);
+  w.Vb = c.take<uint16_t>(BKB * Dvp);
+  w.KTd = c.take<uint16_t>(Dp * BKB * 2);
+  w.dK = c.take<float>(BKB * Dp);
+  w.dV = c.take<float>(BKB * Dvp);
+  w.QTv = c.take<uint16_t>(Dp * BQ);
+  w.dOTv = c.take<uint16_t>(Dvp * BQ);
+  w.Qd = c.take<uint16_t>(BQ * Dp * 2);
+  w.dOd = c.take<uint16_t>(BQ * Dvp * 2);
+  for (float** t : {&w.ST, &w.DPT, &w.TT, &w.MT}) *t = c.take<float>(BKB * BQ);
+  w.MU = c.take<float>(BKB);
+  for (uint16_t** t : {&w.Ps, &w.dSs}) *t = c.take<uint16_t>(BKB * BQ * 2);
+  w.LSE2 = c.take<float>(BQ);
+  w.DELTA = c.take<float>(BQ);
+  w.dO32 = c.take<float>(Dvp);
+  *used = c.off;
+  return w;
+}
+
+size_t bwd_bf16_ws_floats(const Problem& p) {
+  size_t used = 0;
+  carve_bf16_ws(p, nullptr, &used);
+  return used / sizeof(float) + 16;  // + 16: the workspace itself is only 64-byte aligned
+}
+
+// Q^T, dO^T (pairs over the head dim, all lanes of the block) and Q, dO (duplicated pairs), from
+// the caller's bf16 bits; zeros pad head dims and rows past n. Also delta and lse per row.
+inline void pack_query_block(const Problem& p, const Seq& s, int b, int h, int i0, int n, int lanes,
+                             const Bf16Ws& w) {
+  const int D = p.D, Dv = p.Dv, Dp = padw(D), Dvp = padw(Dv);
+  const uint16_t* q16 = static_cast<const uint16_t*>(p.q);
+  const uint16_t* g16 = static_cast<const uint16_t*>(p.dout);
+  for (int r = 0; r < lanes; ++r) {
+    const bool live = r < n;
+    const int64_t i = s.qo + i0 + r;
+    const int64_t qb = b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
+    const int64_t gb = b * p.dos[0] + h * p.dos[1] + i * p.dos[2];
+    for (int d = 0; d < Dp; ++d) {
+      const uint16_t x = live && d < D ? q16[qb + d * p.qs[3]] : 0;
+      w.QTv[(d >> 1) * 2 * BQ + 2 * r + (d & 1)] = x;
+      w.Qd[(r * Dp + d) * 2] = w.Qd[(r * Dp + d) * 2 + 1] = x;
+    }
+    for (int e = 0; e < Dvp; ++e) {
+      const uint16_t x = live && e < Dv ? g16[gb + e * p.dos[3]] : 0;
+      w.dOTv[(e >> 1) * 2 * BQ + 2 * r + (e & 1)] = x;
+      w.dOd[(r * Dvp + e) * 2] = w.dOd[(r * Dvp + e) * 2 + 1] = x;
+      w.dO32[e] = bf16_to_f32(x);
+    }
+    if (live) {
+      row_delta_lse<BF16>(p, b, h, i, w.dO32, w.DELTA + r, w.LSE2 + r);
+    } else {
+      w.DELTA[r] = 0.0f;
+      w.LSE2[r] = INFINITY;
+    }
+  }
+}
+
+template <int NV>
+void bwd_block_bf16(const Problem& p, const Seq& s, int b, int h, int i0, int n, int j0, int nk,
+                    const Bf16Ws& w, float* dQT) {
+  const int D = p.D, Dp = padw(D), Dvp = padw(p.Dv);
+  pack_query_block(p, s, b, h, i0, n, NV * W, w);
+  const TileMasking tm = tile_masking(p, s, b, h, i0, n, j0, nk, w.MT, w.MU);
+
+  // S^T = K Q^T, then into log2 units (the float32 path folds this scale into q; here q stays
+  // exact in bf16)
+  gemm_bf16<OVERWRITE>(nk, NV, w.ST, BQ, w.Kb, Dp, w.QTv, 2 * BQ, Dp / 2);
+  const float qmul = p.softcap > 0 ? p.scale / p.softcap : p.scale * kLog2e;
+  for (int j = 0; j < nk; ++j)
+    for (int v = 0; v < NV; ++v) storev(w.ST + j * BQ + v * W, loadv(w.ST + j * BQ + v * W) * qmul);
+  score_tile_bwd<NV>(p, w.ST, w.TT, nk, j0, tm, w.MT, w.MU);
+
+  // dP^T = V dO^T; P = exp2(S - lse); dS = P (dP - delta) [* (1 - tanh^2)]
+  gemm_bf16<OVERWRITE>(nk, NV, w.DPT, BQ, w.Vb, Dvp, w.dOTv, 2 * BQ, Dvp / 2);
+  vf lse2[NV], delta[NV];
+  for (int v = 0; v < NV; ++v) { lse2[v] = loadv(w.LSE2 + v * W); delta[v] = loadv(w.DELTA + v * W); }
+  const bool cap = p.softcap > 0;
+  for (int j = 0; j < nk; ++j)
+    for (int v = 0; v < NV; ++v) {
+      const int o = j * BQ + v * W;
+      vf pr = exp2v(loadv(w.ST + o) - lse2[v]);
+      vf ds = pr * (loadv(w.DPT + o) - delta[v]);
+      if (cap) { vf t = loadv(w.TT + o); ds = ds * (1.0f - t * t); }
+      store_split_pairs(w.Ps + 2 * o, (__m512)pr);
+      store_split_pairs(w.dSs + 2 * o, (__m512)ds);
+    }
+
+  gemm_bf16<ACCUMULATE>(nk, Dvp / W, w.dV, Dvp, w.Ps, 2 * BQ, w.dOd, 2 * Dvp, n);
+  gemm_bf16<ACCUMULATE>(nk, Dp / W, w.dK, Dp, w.dSs, 2 * BQ, w.Qd, 2 * Dp, n);
+  gemm_bf16<ACCUMULATE>(D, NV, dQT, BQ, w.KTd, 2 * BKB, w.dSs, 2 * BQ, nk);
+}
+
+void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws) {
+  const int D = p.D, Dv = p.Dv, Dp = padw(D), Dvp = padw(Dv), G = p.Hq / p.Hkv;
+  const Seq s = seq_of(p, kr.b);
+  size_t used = 0;
+  char* base = reinterpret_cast<char*>(ws);
+  base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
+  const Bf16Ws w = carve_bf16_ws(p, base, &used);
+  const uint16_t* k16 = static_cast<const uint16_t*>(p.k);
+  const uint16_t* v16 = static_cast<const uint16_t*>(p.v);
+  const int64_t kbase = kr.b * p.ks[0] + kr.hk * p.ks[1] + s.ko * p.ks[2];
+  const int64_t vbase = kr.b * p.vs[0] + kr.hk * p.vs[1] + s.ko * p.vs[2];
+  for (int j0 = kr.k0; j0 < kr.k1; j0 += BKB) {
+    const int nk = imin(BKB, kr.k1 - j0);
+    for (int j = 0; j < nk; ++j) {
+      for (int d = 0; d < Dp; ++d) {
+        const uint16_t x = d < D ? k16[kbase + (j0 + j) * p.ks[2] + d * p.ks[3]] : 0;
+        w.Kb[j * Dp + d] = x;
+        w.KTd[(d * BKB + j) * 2] = w.KTd[(d * BKB + j) * 2 + 1] = x;
+      }
+      for (int e = 0; e < Dvp; ++e)
+        w.Vb[j * Dvp + e] = e < Dv ? v16[vbase + (j0 + j) * p.vs[2] + e * p.vs[3]] : 0;
+    }
+    std::memset(w.dK, 0, sizeof(float) * nk * Dp);
+    std::memset(w.dV, 0, sizeof(float) * nk * Dvp);
+    int ilo, ihi;
+    rows_seeing(p, s, j0, nk, &ilo, &ihi);
+    for (int g = 0; g < G; ++g) {
+      const int h = kr.hk * G + g;
+      float* dQ = kr.dq_acc + g * dq_group_stride(p, s);
+      // blocks start at multiples of BQ so that dq's transposed blocks line up with bwd_dq's
+      for (int i0 = ilo / BQ * BQ; i0 < ihi; i0 += BQ) {
+        const int n = imin(BQ, s.Lq - i0);
+        with_nv((n + W - 1) / W, [&](auto nv) {
+          bwd_block_bf16<decltype(nv)::value>(p, s, kr.b, h, i0, n, j0, nk, w,
+                                              dQ + size_t(i0) * Dp);
+        });
+      }
+    }
+    store_dk_dv<BF16>(p, s, kr, j0, nk, w.dK, w.dV);
+  }
+}
+
+}  // namespace
+}  // namespace ATTN_NS
+}  // namespace mlx_attn_cpu
