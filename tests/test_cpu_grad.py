@@ -158,6 +158,30 @@ def test_torch_opcheck():
     rng = np.random.default_rng(0)
     q, k, v = (torch.from_numpy(rand(rng, 1, 2, 5, 16)).requires_grad_() for _ in range(3))
     torch.library.opcheck(torch_ops(), (q, k, v, None, None, None, 0.25, 0.0, -1, -1, True, 0))
+    # the training form for bf16: out comes back in float32 for the backward's delta
+    qb, kb, vb = (x.detach().bfloat16().requires_grad_() for x in (q, k, v))
+    args = (qb, kb, vb, None, None, None, 0.25, 0.0, -1, -1, True, 0, True)
+    assert torch_ops()(*args)[0].dtype == torch.float32
+    torch.library.opcheck(torch_ops(), args)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "generic"])
+def test_grad_each_isa_bfloat16(isa, native):
+    """Every kernel path's bf16 backward (AVX512-BF16 dot products or float32 products), forced
+    with set_isa, whichever one `auto` picks on this CPU."""
+    try:
+        native.set_isa(isa)
+    except ValueError:
+        pytest.skip(f"{isa} not supported on this CPU")
+    try:
+        run_case("torch", "bfloat16", (2, 6, 2, 7, 113, 72, 40), causal=True)
+        run_case("torch", "bfloat16", (1, 4, 1, 203, 90, 40, 40), window=(9, 4), softcap=4.0)
+        run_case("torch", "bfloat16", (1, 2, 2, 113, 300, 128, 128), seed=1,
+                 mask=np.random.default_rng(1).random((113, 300)) > 0.3)
+        run_case("torch", "bfloat16", (1, 2, 1, 5, 9, 1, 4), scale=3.0, seed=3)
+    finally:
+        native.set_isa("auto")
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed")

@@ -43,6 +43,7 @@ Problem problem_of(const nb::dict& d) {
   p.k = array_of<4>(d, "k", p.ks);
   p.v = array_of<4>(d, "v", p.vs);
   p.o = const_cast<void*>(array_of<4>(d, "o", p.os));
+  p.o_f32 = get<bool>(d, "o_f32", false);
   p.lse = static_cast<float*>(const_cast<void*>(array_of<3>(d, "lse", p.ls)));
   p.mask = array_of<4>(d, "mask", p.ms);
   if (p.mask) {

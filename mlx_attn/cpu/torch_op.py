@@ -47,21 +47,24 @@ def _register():
     @torch.library.custom_op("mlx_attn::cpu_attention", mutates_args=(), device_types="cpu")
     def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
                   cu_q: Optional[torch.Tensor], cu_k: Optional[torch.Tensor], scale: float,
-                  softcap: float, wl: int, wr: int, causal: bool,
-                  mask_kind: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  softcap: float, wl: int, wr: int, causal: bool, mask_kind: int,
+                  f32_out: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """f32_out: out in float32 whatever q's dtype (the backward's delta needs it unrounded)."""
         spec, varlen, dims = base_spec(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal,
                                        mask_kind)
         oshape, lshape = out_shapes(q, v, cu_q)
-        out = torch.empty(oshape, dtype=q.dtype)
+        out = torch.empty(oshape, dtype=torch.float32 if f32_out else q.dtype)
         lse = torch.empty(lshape, dtype=torch.float32)
-        spec.update(o=desc(out, varlen), lse=lse_desc(lse, varlen, dims[3]))
+        spec.update(o=desc(out, varlen), lse=lse_desc(lse, varlen, dims[3]),
+                    o_f32=out.dtype != q.dtype)
         native().forward(spec)
         return out, lse
 
     @attention.register_fake
-    def _(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind):
+    def _(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind, f32_out=False):
         oshape, lshape = out_shapes(q, v, cu_q)
-        return q.new_empty(oshape), q.new_empty(lshape, dtype=torch.float32)
+        return (q.new_empty(oshape, dtype=torch.float32 if f32_out else q.dtype),
+                q.new_empty(lshape, dtype=torch.float32))
 
     @torch.library.custom_op("mlx_attn::cpu_attention_backward", mutates_args=(),
                              device_types="cpu")
@@ -74,8 +77,9 @@ def _register():
         spec, varlen, dims = base_spec(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal,
                                        mask_kind)
         dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype) for x in (q, k, v))
-        spec.update(o=desc(out, varlen), lse=lse_desc(lse, varlen, dims[3]),
-                    dout=desc(dout, varlen), dq=desc(dq, varlen), dk=desc(dk, varlen),
+        # a float32 out (f32_out) spares the kernel recomputing it for delta
+        spec.update(o=desc(out, varlen), o_f32=out.dtype != q.dtype,
+                    lse=lse_desc(lse, varlen, dims[3]), dout=desc(dout, varlen), dq=desc(dq, varlen), dk=desc(dk, varlen),
                     dv=desc(dv, varlen))
         if dlse is not None:
             spec["dlse"] = (dlse.data_ptr(), 0, dlse.stride(0), dlse.stride(1)) if varlen \
@@ -89,18 +93,19 @@ def _register():
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
     def setup_context(ctx, inputs, output):
-        q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind = inputs
+        q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind = inputs[:12]
         out, lse = output
         ctx.save_for_backward(q, k, v, out, lse, mask, cu_q, cu_k)
         ctx.args = (scale, softcap, wl, wr, causal, mask_kind)
 
     def backward(ctx, dout, dlse):
         q, k, v, out, lse, mask, cu_q, cu_k = ctx.saved_tensors
-        if dout is None:
-            dout = torch.zeros_like(out)
+        # dout is float32 when out is (f32_out); the kernel reads it in q's dtype, which is what
+        # the caller's out has after torch_forward's cast
+        dout = torch.zeros_like(out, dtype=q.dtype) if dout is None else dout.to(q.dtype)
         dq, dk, dv = attention_backward(dout, dlse, q, k, v, out, lse, mask, cu_q, cu_k,
                                         *ctx.args)
-        return dq, dk, dv, None, None, None, None, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
 
     attention.register_autograd(backward, setup_context=setup_context)
     return attention
@@ -127,7 +132,13 @@ def torch_forward(call):
     if call.varlen:
         cu_q = torch.tensor(call.seqlens_q, dtype=torch.int32)
         cu_k = torch.tensor(call.seqlens_k, dtype=torch.int32)
+    # training in fp16 / bf16: keep out in float32 for the backward's delta = rowsum(dout * out)
+    # (else the backward recomputes it: one more forward) and hand the caller the rounded copy
+    f32_out = call.q.dtype != torch.float32 and torch.is_grad_enabled() and \
+        any(t.requires_grad for t in (call.q, call.k, call.v))
     out, lse = op(call.q, call.k, call.v, _torch_mask(call.mask), cu_q, cu_k, float(call.scale),
                   float(call.softcap or 0.0), int(wl), int(wr), bool(call.causal),
-                  MASK_KIND[call.mask_kind])
+                  MASK_KIND[call.mask_kind], f32_out)
+    if f32_out:
+        out = out.to(call.q.dtype)
     return out, (lse if call.return_lse else None)
