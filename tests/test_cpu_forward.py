@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpu_helpers import assert_close, kinds, make, mlx_ready, native_or_skip, rand, swap12
+from cpu_helpers import HAVE_TORCH, assert_close, kinds, make, mlx_ready, native_or_skip, rand, swap12
 from mlx_attn import flash_attention, flash_attention_varlen
 from mlx_attn.reference import reference, reference_varlen, to_f64
 
@@ -190,9 +190,9 @@ def test_varlen(kind, dtype, feat):
     assert_close(lse, ref_lse, mlse, "lse")
 
 
-@pytest.mark.parametrize("isa", ["avx2", "generic"])
+@pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "generic"])
 def test_other_isa_paths(isa, native):
-    """The AVX2 and portable kernels give the same answers (forced with set_isa)."""
+    """Every ISA's kernels (forced with set_isa) pass, whichever `auto` picks on this CPU."""
     try:
         native.set_isa(isa)
     except ValueError:
@@ -204,8 +204,30 @@ def test_other_isa_paths(isa, native):
         check_dense("numpy", "float16", (1, 4, 1, 3, 700, 64, 64), causal=True)
         check_dense("numpy", "float32", (1, 2, 2, 19, 23, 32, 32),
                     mask=np.random.default_rng(0).random((19, 23)) > 0.5)
+        if HAVE_TORCH:  # bf16: K read in place (even D) or copied (odd D, strided d)
+            check_dense("torch", "bfloat16", (2, 6, 2, 29, 141, 72, 40), causal=True)
+            check_dense("torch", "bfloat16", (1, 4, 1, 70, 90, 33, 33), softcap=5.0)
+            check_dense("torch", "bfloat16", (1, 4, 2, 70, 90, 64, 64), layout="blhd")
+            check_dense("torch", "bfloat16", (1, 2, 2, 65, 300, 128, 128), window=(30, 7))
     finally:
         native.set_isa("auto")
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed")
+def test_bfloat16_strided_head_dim_matches_contiguous(native):
+    """A K whose head dim is not contiguous takes the copying path of the bf16 kernels; the
+    answer is the same as from a contiguous K, bit for bit."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 4, 50, 64, generator=g).bfloat16()
+    k_t = torch.randn(1, 2, 64, 77, generator=g).bfloat16()  # [B, H, D, L] storage
+    v = torch.randn(1, 2, 77, 64, generator=g).bfloat16()
+    k = k_t.transpose(2, 3)
+    assert k.stride(3) != 1
+    out = flash_attention(q, k, v, backend="cpu")
+    assert torch.equal(out, flash_attention(q, k.contiguous(), v, backend="cpu"))
+    ref, _ = reference(q, k, v)
+    assert np.abs(to_f64(out) - ref).max() < 2e-2
 
 
 def test_thread_counts_agree(native):

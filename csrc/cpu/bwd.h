@@ -30,12 +30,9 @@ inline void with_nv(int nv, F&& f) {
 // their transposes) is amortised over more keys
 constexpr int BKB = 4 * BK;
 
-#ifdef ATTN_BF16DOT
-constexpr bool kBf16Dot = true;   // bf16 problems take the dot-product path of bwd_bf16.h
+#ifdef ATTN_BF16DOT  // bf16 problems take the dot-product path of bwd_bf16.h
 size_t bwd_bf16_ws_floats(const Problem& p);
 void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws);
-#else
-constexpr bool kBf16Dot = false;
 #endif
 
 size_t bwd_ws_floats(const Problem& p) {

@@ -9,6 +9,9 @@
 
 #include "gemm.h"
 #include "kernel_api.h"
+#ifdef ATTN_BF16DOT
+#include "gemm_bf16.h"
+#endif
 
 #ifndef ATTN_BK
 #define ATTN_BK 64
@@ -19,13 +22,20 @@ namespace ATTN_NS {
 namespace {
 
 constexpr int BK = ATTN_BK;
+#ifdef ATTN_BF16DOT
+constexpr bool kBf16Dot = true;   // bf16 problems use the AVX512-BF16 dot products
+#else
+constexpr bool kBf16Dot = false;
+#endif
 constexpr int BQ = NVMAX * W;
 static_assert(BQ <= kMaxRows, "row block too large");
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 size_t fwd_ws_floats(const Problem& p) {
-  return size_t(p.D + p.Dv + 2 * BK) * BQ + size_t(BK) * (p.D + p.Dv) + 8 * BQ + 64;
+  const size_t f32 = size_t(p.D + p.Dv + 2 * BK) * BQ + size_t(BK) * (p.D + p.Dv) + 8 * BQ + 64;
+  // bf16 dot path: q^T pairs and a K tile in bf16 (halves of floats), 64-byte aligned
+  return kBf16Dot ? f32 + size_t(p.D + 2) * (BQ + BK) / 2 + 48 : f32;
 }
 size_t fwd_partial_floats(const Problem& p) { return size_t(2 + p.Dv) * BQ; }
 
@@ -53,11 +63,13 @@ inline void row_bounds(const Problem& p, const Rows& R, int off, Bounds& bd) {
     for (int t = 0; t < W; ++t) { bd.lo[v][t] = lo[v * W + t]; bd.hi[v][t] = hi[v * W + t]; }
 }
 
-// Softcap, mask and causal/window on one tile of transposed scores (log2 units out).
-// Returns nothing; writes back and updates the per-lane block max.
+// Softcap, mask and causal/window on one tile of transposed scores (log2 units out), after
+// multiplying them by `premul` (the bf16 dot path leaves q unscaled). Writes back and updates
+// the per-lane block max.
 template <int NV>
 inline void score_tile(const Problem& p, float* ST, int nk, int j0, bool full, const Bounds& bd,
-                       const float* MT, bool mask_uniform, const float* mrow_uniform, vf* bm) {
+                       const float* MT, bool mask_uniform, const float* mrow_uniform, vf* bm,
+                       float premul = 1.0f) {
   const bool cap = p.softcap > 0;
   const float capmul = p.softcap * kLog2e;
   const bool add = p.mask_kind == MASK_ADD;
@@ -67,7 +79,7 @@ inline void score_tile(const Problem& p, float* ST, int nk, int j0, bool full, c
     vf mu = splat(0.0f);
     if (p.mask_kind != MASK_NONE && mask_uniform) mu = splat(mrow_uniform[j]);
     for (int v = 0; v < NV; ++v) {
-      vf x = loadv(srow + v * W);
+      vf x = loadv(srow + v * W) * premul;
       if (cap) x = tanhv(x) * capmul;
       if (p.mask_kind != MASK_NONE) {
         vf mv = mask_uniform ? mu : loadv(MT + j * BQ + v * W);
@@ -96,6 +108,41 @@ inline bool load_mask_tile(const Problem& p, const int64_t* mrow, int n, int j0,
   return uniform;
 }
 
+#ifdef ATTN_BF16DOT
+// q^T of a row block as bf16 pairs over the head dim: QTv[d/2][r][2], zero-padded.
+inline void pack_qt_pairs(const Problem& p, const Rows& R, const Seq& s, uint16_t* QTv) {
+  const uint16_t* q16 = static_cast<const uint16_t*>(p.q);
+  const int D2 = p.D + (p.D & 1);
+  for (int r = 0; r < BQ; ++r) {
+    const int64_t base = R.b * p.qs[0] + R.h[r] * p.qs[1] + (s.qo + R.i[r]) * p.qs[2];
+    for (int d = 0; d < D2; ++d)
+      QTv[(d >> 1) * 2 * BQ + 2 * r + (d & 1)] = r < R.n && d < p.D ? q16[base + d * p.qs[3]] : 0;
+  }
+}
+
+// nk rows of K as bf16 rows with pairs over the head dim: the caller's memory when rows are
+// contiguous and D is even, else a copy in KSb (row stride D + 1 for odd D, last pair padded).
+inline const uint16_t* k_tile_bf16(const Problem& p, int64_t at, int nk, uint16_t* KSb,
+                                   int64_t* sam) {
+  const uint16_t* k16 = static_cast<const uint16_t*>(p.k);
+  if (p.ks[3] == 1 && p.D % 2 == 0) { *sam = p.ks[2]; return k16 + at; }
+  const int D2 = p.D + (p.D & 1);
+  for (int j = 0; j < nk; ++j)
+    for (int d = 0; d < D2; ++d)
+      KSb[j * D2 + d] = d < p.D ? k16[at + j * p.ks[2] + d * p.ks[3]] : 0;
+  *sam = D2;
+  return KSb;
+}
+#else  // stubs for the discarded `if constexpr (dot)` branches of the other ISAs
+template <int MODE>
+inline void gemm_bf16(int, int, float*, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t,
+                      int) {}
+inline void pack_qt_pairs(const Problem&, const Rows&, const Seq&, uint16_t*) {}
+inline const uint16_t* k_tile_bf16(const Problem&, int64_t, int, uint16_t*, int64_t*) {
+  return nullptr;
+}
+#endif
+
 template <int DT, int NV>
 void fwd_rows_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws, float* partial) {
   constexpr int BQn = NV * W;  // lanes in use for this block (<= BQ); layouts keep stride BQ
@@ -116,8 +163,15 @@ void fwd_rows_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws, 
 
   const bool cap = p.softcap > 0;
   const float qmul = cap ? p.scale / p.softcap : p.scale * kLog2e;
+  // bf16 with AVX512-BF16: S^T = K Q^T as bf16 dot products of the caller's bits, q unscaled
+  constexpr bool dot = kBf16Dot && DT == BF16;
+  const int D2 = D + (D & 1);
+  uint16_t* QTv = reinterpret_cast<uint16_t*>(
+      (reinterpret_cast<uintptr_t>(tmp + 2 * BQ) + 63) & ~uintptr_t(63));  // D2 x BQ pairs
+  uint16_t* KSb = QTv + size_t(D2) * BQ + 32;                                // BK x D2
+  if constexpr (dot) pack_qt_pairs(p, R, s, QTv);
   // pack q^T, scaled (zero-padded lanes)
-  for (int r = 0; r < BQ; ++r) {
+  for (int r = 0; r < BQ && !dot; ++r) {
     if (r < R.n) {
       const int64_t base = R.b * p.qs[0] + R.h[r] * p.qs[1] + (s.qo + R.i[r]) * p.qs[2];
       for (int d = 0; d < D; ++d) QT[d * BQ + r] = to_f32<DT>(p.q, base + d * p.qs[3]) * qmul;
@@ -152,19 +206,25 @@ void fwd_rows_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws, 
       Vb = static_cast<const float*>(p.v) + vbase + j0 * p.vs[2]; vsr = p.vs[2]; vsd = p.vs[3];
     } else {
       for (int j = 0; j < nk; ++j) {
-        convert_row<DT>(KS + j * D, p.k, kbase + (j0 + j) * p.ks[2], p.ks[3], D, 1.0f);
+        if (!dot) convert_row<DT>(KS + j * D, p.k, kbase + (j0 + j) * p.ks[2], p.ks[3], D, 1.0f);
         convert_row<DT>(VS + j * Dv, p.v, vbase + (j0 + j) * p.vs[2], p.vs[3], Dv, 1.0f);
       }
       Kb = KS; ksr = D; ksd = 1; Vb = VS; vsr = Dv; vsd = 1;
     }
     // S^T = K Q^T
-    gemm<OVERWRITE>(nk, NV, ST, BQ, Kb, ksr, ksd, QT, BQ, D);
+    if constexpr (dot) {
+      int64_t sam;
+      const uint16_t* A = k_tile_bf16(p, kbase + j0 * p.ks[2], nk, KSb, &sam);
+      gemm_bf16<OVERWRITE>(nk, NV, ST, BQ, A, sam, QTv, 2 * BQ, D2 / 2);
+    } else {
+      gemm<OVERWRITE>(nk, NV, ST, BQ, Kb, ksr, ksd, QT, BQ, D);
+    }
     const bool full = bd.lo_max <= j0 && j0 + nk - 1 <= bd.hi_min;
     bool uniform = true;
     if (p.mask_kind != MASK_NONE) uniform = load_mask_tile(p, mrow, R.n, j0, nk, MT, MU);
     vf bm[NV];
     for (int v = 0; v < NV; ++v) bm[v] = splat(kNegInf);
-    score_tile<NV>(p, ST, nk, j0, full, bd, MT, uniform, MU, bm);
+    score_tile<NV>(p, ST, nk, j0, full, bd, MT, uniform, MU, bm, dot ? qmul : 1.0f);
     vf mu[NV], lsum[NV];
     for (int v = 0; v < NV; ++v) {
       vf mn = vmax(m[v], bm[v]);
