@@ -16,6 +16,7 @@
 // so dq accumulates transposed, per block of BQ rows (bwd_dq reads it back that way).
 #pragma once
 #include <initializer_list>
+#include <vector>
 
 #include "bwd.h"
 #include "gemm_bf16.h"
@@ -76,43 +77,80 @@ size_t bwd_bf16_ws_floats(const Problem& p) {
   return used / sizeof(float) + 16;  // + 16: the workspace itself is only 64-byte aligned
 }
 
-// Q^T, dO^T (pairs over the head dim, all lanes of the block) and Q, dO (duplicated pairs), from
-// the caller's bf16 bits; zeros pad head dims and rows past n. Also delta and lse per row.
-inline void pack_query_block(const Problem& p, const Seq& s, int b, int h, int i0, int n, int lanes,
-                             const Bf16Ws& w) {
-  const int D = p.D, Dv = p.Dv, Dp = padw(D), Dvp = padw(Dv);
-  const uint16_t* q16 = static_cast<const uint16_t*>(p.q);
-  const uint16_t* g16 = static_cast<const uint16_t*>(p.dout);
-  for (int r = 0; r < lanes; ++r) {
-    const bool live = r < n;
-    const int64_t i = s.qo + i0 + r;
-    const int64_t qb = b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
-    const int64_t gb = b * p.dos[0] + h * p.dos[1] + i * p.dos[2];
+// One bf16 operand (q or dO) of a query block in the two layouts its products read:
+// T[d/2][r][2] (pairs over the head dim, all `lanes` lanes) and Dup[r][d][2] (each element twice,
+// rows < n). Zeros pad head dims past D and lanes past n. `at` is row 0's first element.
+inline void pack_operand(const uint16_t* at, int64_t rs, int64_t ds, int D, int n, int lanes,
+                         uint16_t* T, uint16_t* Dup) {
+  const int Dp = padw(D);
+  if (ds == 1 && D % 2 == 0 && rs > 0 && rs * BQ < (int64_t(1) << 30)) {
+    // T: one 16-row gather of 32-bit words (a pair over d) per pair and row group
+    const __m512i rows = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(int32_t(rs)));
+    for (int r0 = 0; r0 < lanes; r0 += W) {
+      const int live = imax(0, imin(W, n - r0));
+      const __mmask16 m = __mmask16((1u << live) - 1);
+      for (int t = 0; t < Dp / 2; ++t) {
+        __m512i x = _mm512_setzero_si512();
+        if (2 * t < D && live) x = _mm512_mask_i32gather_epi32(x, m, rows, at + r0 * rs + 2 * t, 2);
+        _mm512_storeu_si512(T + t * 2 * BQ + 2 * r0, x);
+      }
+    }
+    // Dup: 32 elements -> two vectors of duplicated pairs
+    const __m512i lo = _mm512_set_epi16(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8,
+                                        7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    for (int r = 0; r < n; ++r)
+      for (int d0 = 0; d0 < Dp; d0 += 2 * W) {
+        const int cnt = imax(0, imin(2 * W, D - d0));
+        const __mmask32 m = cnt == 32 ? ~__mmask32(0) : __mmask32((1u << cnt) - 1);
+        const __m512i x = _mm512_maskz_loadu_epi16(m, at + r * rs + d0);
+        _mm512_storeu_si512(Dup + (size_t(r) * Dp + d0) * 2, _mm512_permutexvar_epi16(lo, x));
+        if (Dp - d0 > W)
+          _mm512_storeu_si512(Dup + (size_t(r) * Dp + d0) * 2 + 2 * W, _mm512_permutexvar_epi16(hi, x));
+      }
+    return;
+  }
+  for (int r = 0; r < lanes; ++r)
     for (int d = 0; d < Dp; ++d) {
-      const uint16_t x = live && d < D ? q16[qb + d * p.qs[3]] : 0;
-      w.QTv[(d >> 1) * 2 * BQ + 2 * r + (d & 1)] = x;
-      w.Qd[(r * Dp + d) * 2] = w.Qd[(r * Dp + d) * 2 + 1] = x;
+      const uint16_t x = r < n && d < D ? at[r * rs + d * ds] : 0;
+      T[(d >> 1) * 2 * BQ + 2 * r + (d & 1)] = x;
+      if (r < n) Dup[(r * Dp + d) * 2] = Dup[(r * Dp + d) * 2 + 1] = x;
     }
-    for (int e = 0; e < Dvp; ++e) {
-      const uint16_t x = live && e < Dv ? g16[gb + e * p.dos[3]] : 0;
-      w.dOTv[(e >> 1) * 2 * BQ + 2 * r + (e & 1)] = x;
-      w.dOd[(r * Dvp + e) * 2] = w.dOd[(r * Dvp + e) * 2 + 1] = x;
-      w.dO32[e] = bf16_to_f32(x);
-    }
-    if (live) {
-      row_delta_lse<BF16>(p, b, h, i, w.dO32, w.DELTA + r, w.LSE2 + r);
-    } else {
-      w.DELTA[r] = 0.0f;
-      w.LSE2[r] = INFINITY;
-    }
+}
+
+// q and dO of a query block in their product layouts, and the rows' delta and lse (log2 units)
+// from `stats` (delta then lse2 per query row of head h, precomputed by bwd_keys_bf16).
+inline void pack_query_block(const Problem& p, const Seq& s, int b, int h, int i0, int n, int lanes,
+                             const float* stats, const Bf16Ws& w) {
+  const int64_t i = s.qo + i0;
+  pack_operand(static_cast<const uint16_t*>(p.q) + b * p.qs[0] + h * p.qs[1] + i * p.qs[2],
+               p.qs[2], p.qs[3], p.D, n, lanes, w.QTv, w.Qd);
+  pack_operand(static_cast<const uint16_t*>(p.dout) + b * p.dos[0] + h * p.dos[1] + i * p.dos[2],
+               p.dos[2], p.dos[3], p.Dv, n, lanes, w.dOTv, w.dOd);
+  for (int r = 0; r < lanes; ++r) {
+    w.DELTA[r] = r < n ? stats[2 * (i0 + r)] : 0.0f;
+    w.LSE2[r] = r < n ? stats[2 * (i0 + r) + 1] : INFINITY;
+  }
+}
+
+// delta and lse2 of every query row of (b, head h): stats[2 i], stats[2 i + 1]
+inline void row_stats(const Problem& p, const Seq& s, int b, int h, float* dO32, float* stats) {
+  const uint16_t* g16 = static_cast<const uint16_t*>(p.dout);
+  for (int i = 0; i < s.Lq; ++i) {
+    const int64_t row = s.qo + i;
+    const int64_t gb = b * p.dos[0] + h * p.dos[1] + row * p.dos[2];
+    for (int e = 0; e < p.Dv; ++e) dO32[e] = bf16_to_f32(g16[gb + e * p.dos[3]]);
+    row_delta_lse<BF16>(p, b, h, row, dO32, stats + 2 * i, stats + 2 * i + 1);
   }
 }
 
 template <int NV>
 void bwd_block_bf16(const Problem& p, const Seq& s, int b, int h, int i0, int n, int j0, int nk,
-                    const Bf16Ws& w, float* dQT) {
+                    const float* stats, const Bf16Ws& w, float* dQT) {
   const int D = p.D, Dp = padw(D), Dvp = padw(p.Dv);
-  pack_query_block(p, s, b, h, i0, n, NV * W, w);
+  pack_query_block(p, s, b, h, i0, n, NV * W, stats, w);
   const TileMasking tm = tile_masking(p, s, b, h, i0, n, j0, nk, w.MT, w.MU);
 
   // S^T = K Q^T, then into log2 units (the float32 path folds this scale into q; here q stays
@@ -154,6 +192,10 @@ void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws) {
   const uint16_t* v16 = static_cast<const uint16_t*>(p.v);
   const int64_t kbase = kr.b * p.ks[0] + kr.hk * p.ks[1] + s.ko * p.ks[2];
   const int64_t vbase = kr.b * p.vs[0] + kr.hk * p.vs[1] + s.ko * p.vs[2];
+  // delta and lse of every query row of the group, once rather than per key block
+  std::vector<float> stats(size_t(2) * G * s.Lq);
+  for (int g = 0; g < G; ++g)
+    row_stats(p, s, kr.b, kr.hk * G + g, w.dO32, stats.data() + size_t(2) * g * s.Lq);
   for (int j0 = kr.k0; j0 < kr.k1; j0 += BKB) {
     const int nk = imin(BKB, kr.k1 - j0);
     for (int j = 0; j < nk; ++j) {
@@ -176,7 +218,8 @@ void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws) {
       for (int i0 = ilo / BQ * BQ; i0 < ihi; i0 += BQ) {
         const int n = imin(BQ, s.Lq - i0);
         with_nv((n + W - 1) / W, [&](auto nv) {
-          bwd_block_bf16<decltype(nv)::value>(p, s, kr.b, h, i0, n, j0, nk, w,
+          bwd_block_bf16<decltype(nv)::value>(p, s, kr.b, h, i0, n, j0, nk,
+                                              stats.data() + size_t(2) * g * s.Lq, w,
                                               dQ + size_t(i0) * Dp);
         });
       }
