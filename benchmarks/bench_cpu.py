@@ -6,6 +6,9 @@ torch; MLX uses its own CPU threading).
     PYTHONPATH=. python benchmarks/bench_cpu.py --quick    # smoke run
     PYTHONPATH=. python benchmarks/bench_cpu.py --full     # L up to 16k, decode Lk 4k..32k
 
+Each ratio's two contenders are timed with their repeats interleaved (timing.measure_interleaved),
+since this kind of machine's speed drifts with its neighbours' load.
+
 Throughput is FlashAttention's FLOP count (4 B H Lq Lk D, halved when causal; forward+backward
 counts 3.5x the forward). "ours" runs on torch tensors against torch SDPA and on MLX arrays against
 MLX SDPA, so each ratio compares two calls on the same array kind. MLX's CPU SDPA materialises
@@ -22,7 +25,7 @@ import time
 import numpy as np
 
 from mlx_attn import flash_attention
-from mlx_attn.timing import isolated_peak, measure
+from mlx_attn.timing import isolated_peak, measure_interleaved
 
 
 def fwd_flops(B, H, Lq, Lk, D, causal):
@@ -78,8 +81,11 @@ def mlx_pair(dtype, shape, causal, backward):
     return (lambda: gours(q, k, v)), (lambda: gsdpa(q, k, v))
 
 
-def timed(fn, reps):
-    return measure(fn, warmup=1, repeats=reps, max_seconds=20.0).median_s
+def timed(fns, reps, max_seconds=40.0):
+    """Median seconds of each contender, their repeats interleaved (this machine's speed drifts
+    with its neighbours' load: back-to-back blocks of repeats would skew the ratios)."""
+    return [t.median_s for t in measure_interleaved(fns, warmup=1, repeats=reps,
+                                                     max_seconds=max_seconds)]
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -95,13 +101,15 @@ def dense_rows(args, backward):
                     fl = mult * fwd_flops(1, 8, L, L, D, causal)
                     ours, sdpa = torch_pair(dtype, shape, causal, backward)
                     reps = 3 if L >= 4096 else args.repeats
-                    row = dict(dtype=dtype, D=D, causal=causal, L=L,
-                               ours=fl / timed(ours, reps) / 1e9, torch=fl / timed(sdpa, reps) / 1e9)
+                    t_ours, t_torch = timed([ours, sdpa], reps)
+                    row = dict(dtype=dtype, D=D, causal=causal, L=L, ours=fl / t_ours / 1e9,
+                               torch=fl / t_torch / 1e9)
                     row["vs_torch"] = row["ours"] / row["torch"]
                     if args.mlx and L <= args.mlx_max_len:
                         ours_m, sdpa_m = mlx_pair(dtype, shape, causal, backward)
-                        row["ours_mlx"] = fl / timed(ours_m, reps) / 1e9
-                        row["mlx"] = fl / timed(sdpa_m, 2) / 1e9
+                        # MLX's SDPA takes seconds here: 3 interleaved repeats of each
+                        t_ours, t_mlx = timed([ours_m, sdpa_m], 3)
+                        row["ours_mlx"], row["mlx"] = fl / t_ours / 1e9, fl / t_mlx / 1e9
                         row["vs_mlx"] = row["ours_mlx"] / row["mlx"]
                     rows.append(row)
                     print("bwd" if backward else "fwd", _fmt(row), flush=True)
@@ -115,13 +123,13 @@ def decode_rows(args):
             for Lk in args.decode_lengths:
                 shape = (1, 32, 8, 1, Lk, D)
                 ours, sdpa = torch_pair(dtype, shape, False, False)
-                row = dict(dtype=dtype, D=D, Lk=Lk, ours_ms=timed(ours, args.repeats + 4) * 1e3,
-                           torch_ms=timed(sdpa, args.repeats + 4) * 1e3)
+                t_ours, t_torch = timed([ours, sdpa], args.repeats + 4)
+                row = dict(dtype=dtype, D=D, Lk=Lk, ours_ms=t_ours * 1e3, torch_ms=t_torch * 1e3)
                 row["vs_torch"] = row["torch_ms"] / row["ours_ms"]
                 if args.mlx:
                     ours_m, sdpa_m = mlx_pair(dtype, shape, False, False)
-                    row["ours_mlx_ms"] = timed(ours_m, args.repeats + 4) * 1e3
-                    row["mlx_ms"] = timed(sdpa_m, args.repeats + 4) * 1e3
+                    t_ours, t_mlx = timed([ours_m, sdpa_m], args.repeats + 4)
+                    row["ours_mlx_ms"], row["mlx_ms"] = t_ours * 1e3, t_mlx * 1e3
                     row["vs_mlx"] = row["mlx_ms"] / row["ours_mlx_ms"]
                 rows.append(row)
                 print("decode", _fmt(row), flush=True)

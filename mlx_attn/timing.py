@@ -2,7 +2,8 @@
 
 - `sync(x)` waits for an array's pending work: `mx.eval` for MLX (lazy), a CUDA
   synchronize for torch tensors on a GPU, nothing for numpy / CPU torch.
-- `measure(fn)` warms up, then times repeats and reports the median (and min/max).
+- `measure(fn)` warms up, then times repeats and reports the median (and min/max);
+  `measure_interleaved(fns)` does the same for contenders timed in turn.
 - `peak_rss_bytes()` is the process's high-water resident memory; `isolated_peak` runs a
   function in a fresh process so that high-water marks of several configurations do not mix.
 """
@@ -56,16 +57,26 @@ def measure(fn, *, warmup: int = 2, repeats: int = 7, max_seconds: float = 30.0)
     Stops repeating early (keeping at least 3 samples) once `max_seconds` of timed runs have
     accumulated, so that a slow backend does not stall a whole benchmark table.
     """
-    for _ in range(warmup):
-        sync(fn())
-    times = []
+    return measure_interleaved([fn], warmup=warmup, repeats=repeats, max_seconds=max_seconds)[0]
+
+
+def measure_interleaved(fns, *, warmup: int = 2, repeats: int = 7,
+                        max_seconds: float = 30.0) -> list[Timing]:
+    """`measure` for several contenders at once, their repeats taken in turn (a, b, a, b, ...),
+    so that a drift in machine speed (shared or throttling CPUs) reaches every contender alike
+    and their ratio stays fair. `max_seconds` bounds the timed runs of all of them together."""
+    for fn in fns:
+        for _ in range(warmup):
+            sync(fn())
+    times = [[] for _ in fns]
     for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
-        sync(fn())
-        times.append(time.perf_counter() - start)
-        if len(times) >= 3 and sum(times) > max_seconds:
+        for fn, ts in zip(fns, times):
+            start = time.perf_counter()
+            sync(fn())
+            ts.append(time.perf_counter() - start)
+        if len(times[0]) >= 3 and sum(map(sum, times)) > max_seconds:
             break
-    return Timing(statistics.median(times), min(times), max(times), len(times), times)
+    return [Timing(statistics.median(ts), min(ts), max(ts), len(ts), ts) for ts in times]
 
 
 def peak_rss_bytes() -> int:

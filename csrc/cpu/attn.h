@@ -58,8 +58,9 @@ void backward(const Problem& p);
 // Threads used by the kernels (default: hardware threads, or env MLX_ATTN_THREADS).
 int num_threads();
 void set_num_threads(int n);
-// "avx512", "avx2" or "generic" (env MLX_ATTN_CPU_ISA can force a lower one).
+// "avx512bf16" (AVX-512 + AVX512-BF16 dot products for bf16), "avx512", "avx2" or "generic"
+// (env MLX_ATTN_CPU_ISA can force a lower one).
 const char* isa_name();
-void set_isa(const char* name);  // "auto", "avx512", "avx2", "generic"; throws if unsupported
+void set_isa(const char* name);  // "auto" or one of isa_name()'s; throws if unsupported
 
 }  // namespace mlx_attn_cpu
