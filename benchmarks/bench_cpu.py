@@ -83,9 +83,11 @@ def mlx_pair(dtype, shape, causal, backward):
 
 def timed(fns, reps, max_seconds=40.0):
     """Median seconds of each contender, their repeats interleaved (this machine's speed drifts
-    with its neighbours' load: back-to-back blocks of repeats would skew the ratios)."""
+    with its neighbours' load: back-to-back blocks of repeats would skew the ratios), each timed
+    call preceded by a 20 ms pause so that it does not share the cores with the OpenMP spin-wait
+    that torch's previous call leaves behind (see timing.measure_interleaved)."""
     return [t.median_s for t in measure_interleaved(fns, warmup=1, repeats=reps,
-                                                     max_seconds=max_seconds)]
+                                                     max_seconds=max_seconds, settle_s=0.02)]
 
 
 # -- tables --------------------------------------------------------------------------------------

@@ -60,17 +60,24 @@ def measure(fn, *, warmup: int = 2, repeats: int = 7, max_seconds: float = 30.0)
     return measure_interleaved([fn], warmup=warmup, repeats=repeats, max_seconds=max_seconds)[0]
 
 
-def measure_interleaved(fns, *, warmup: int = 2, repeats: int = 7,
-                        max_seconds: float = 30.0) -> list[Timing]:
+def measure_interleaved(fns, *, warmup: int = 2, repeats: int = 7, max_seconds: float = 30.0,
+                        settle_s: float = 0.0) -> list[Timing]:
     """`measure` for several contenders at once, their repeats taken in turn (a, b, a, b, ...),
     so that a drift in machine speed (shared or throttling CPUs) reaches every contender alike
-    and their ratio stays fair. `max_seconds` bounds the timed runs of all of them together."""
+    and their ratio stays fair. `max_seconds` bounds the timed runs of all of them together.
+
+    `settle_s`: an untimed pause before each timed call. OpenMP workers (torch's CPU ops) keep
+    spinning for a few milliseconds after their parallel region ends; on a 2-core machine the
+    call timed right after one would share its cores with that spin (measured: our L=1024
+    forward at 136 GFLOP/s right after torch SDPA, 173 GFLOP/s 10 ms later)."""
     for fn in fns:
         for _ in range(warmup):
             sync(fn())
     times = [[] for _ in fns]
     for _ in range(max(repeats, 1)):
         for fn, ts in zip(fns, times):
+            if settle_s > 0:
+                time.sleep(settle_s)
             start = time.perf_counter()
             sync(fn())
             ts.append(time.perf_counter() - start)

@@ -169,6 +169,23 @@ def test_nonfinite_inputs_propagate():
     assert np.isnan(out[0, 0, 1]).all()  # inf * k - max(inf) = nan, as IEEE arithmetic gives
 
 
+@pytest.mark.parametrize("D", [40, 64])
+def test_nonfinite_key_in_a_later_block(D):
+    """A NaN score met after the first key block (where the kernel takes the block max inside
+    its QK^T product and skips the rescale when no row's max moved) still reaches every row."""
+    rng = np.random.default_rng(1)
+    q, k, v = rand(rng, 1, 2, 70, D), rand(rng, 1, 2, 203, D), rand(rng, 1, 2, 203, D)
+    k[0, 1, 150, 5] = np.nan
+    out = flash_attention(q, k, v, backend="cpu")
+    assert np.isfinite(out[0, 0]).all() and np.isnan(out[0, 1]).all()
+    # a key in the last block that dominates every score: the running max must move there
+    k = k.copy()
+    k[0, 1, 150, 5] = 0.0
+    k[0, 0, 200] = q[0, 0].mean(axis=0) * 40
+    out = flash_attention(q, k, v, backend="cpu")
+    assert np.abs(out - reference(q, k, v)[0]).max() < 1e-4
+
+
 @pytest.mark.parametrize("kind", kinds())
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("feat", [{}, {"causal": True}, {"window": (4, 2), "softcap": 3.0}],

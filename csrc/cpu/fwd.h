@@ -73,13 +73,15 @@ inline void score_tile(const Problem& p, float* ST, int nk, int j0, bool full, c
   const bool cap = p.softcap > 0;
   const float capmul = p.softcap * kLog2e;
   const bool add = p.mask_kind == MASK_ADD;
+  const bool pre = premul != 1.0f;
   for (int j = 0; j < nk; ++j) {
     float* srow = ST + j * BQ;
     const vi jj = splati(j0 + j);
     vf mu = splat(0.0f);
     if (p.mask_kind != MASK_NONE && mask_uniform) mu = splat(mrow_uniform[j]);
     for (int v = 0; v < NV; ++v) {
-      vf x = loadv(srow + v * W) * premul;
+      vf x = loadv(srow + v * W);
+      if (pre) x *= premul;
       if (cap) x = tanhv(x) * capmul;
       if (p.mask_kind != MASK_NONE) {
         vf mv = mask_uniform ? mu : loadv(MT + j * BQ + v * W);
@@ -211,28 +213,42 @@ void fwd_rows_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws, 
       }
       Kb = KS; ksr = D; ksd = 1; Vb = VS; vsr = Dv; vsd = 1;
     }
-    // S^T = K Q^T
+    // 1. S^T = K Q^T; a plain fp32 tile (every key allowed, no softcap, no mask) also takes its
+    //    row max here, in registers, instead of in a second pass over S^T
+    const bool full = bd.lo_max <= j0 && j0 + nk - 1 <= bd.hi_min;
+    const bool plain = !dot && full && !cap && p.mask_kind == MASK_NONE;
+    float* BM = tmp;  // NV * W block maxima, fed by gemm<OVERWRITE_MAX>
+    for (int v = 0; v < NV; ++v) storev(BM + v * W, splat(kNegInf));
     if constexpr (dot) {
       int64_t sam;
       const uint16_t* A = k_tile_bf16(p, kbase + j0 * p.ks[2], nk, KSb, &sam);
       gemm_bf16<OVERWRITE>(nk, NV, ST, BQ, A, sam, QTv, 2 * BQ, D2 / 2);
+    } else if (plain) {
+      gemm<OVERWRITE_MAX>(nk, NV, ST, BQ, Kb, ksr, ksd, QT, BQ, D, BM);
     } else {
       gemm<OVERWRITE>(nk, NV, ST, BQ, Kb, ksr, ksd, QT, BQ, D);
     }
-    const bool full = bd.lo_max <= j0 && j0 + nk - 1 <= bd.hi_min;
-    bool uniform = true;
-    if (p.mask_kind != MASK_NONE) uniform = load_mask_tile(p, mrow, R.n, j0, nk, MT, MU);
+    // 2. softcap, mask, causal / window bounds (log2 units) and the block max
     vf bm[NV];
-    for (int v = 0; v < NV; ++v) bm[v] = splat(kNegInf);
-    score_tile<NV>(p, ST, nk, j0, full, bd, MT, uniform, MU, bm, dot ? qmul : 1.0f);
+    for (int v = 0; v < NV; ++v) bm[v] = loadv(BM + v * W);
+    if (!plain) {
+      bool uniform = true;
+      if (p.mask_kind != MASK_NONE) uniform = load_mask_tile(p, mrow, R.n, j0, nk, MT, MU);
+      score_tile<NV>(p, ST, nk, j0, full, bd, MT, uniform, MU, bm, dot ? qmul : 1.0f);
+    }
+    // 3. new running max; alpha rescales what was accumulated under the old one
     vf mu[NV], lsum[NV];
+    bool moved = false;
     for (int v = 0; v < NV; ++v) {
       vf mn = vmax(m[v], bm[v]);
       mu[v] = sel(mn == kNegInf, splat(0.0f), mn);
+      vi grew = mn != m[v];
+      for (int t = 0; t < W; ++t) moved = moved || grew[t];
       storev(ALPHA + v * W, exp2v(m[v] - mu[v]));
       m[v] = mn;
       lsum[v] = splat(0.0f);
     }
+    // 4. P^T = exp2(S^T - max), in place, and its row sums
     for (int j = 0; j < nk; ++j) {
       float* srow = ST + j * BQ;
       for (int v = 0; v < NV; ++v) {
@@ -242,8 +258,9 @@ void fwd_rows_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws, 
       }
     }
     for (int v = 0; v < NV; ++v) l[v] = l[v] * loadv(ALPHA + v * W) + lsum[v];
-    // O^T = O^T * alpha + V^T P^T
-    gemm<RESCALE>(Dv, NV, OT, BQ, Vb, vsd, vsr, ST, BQ, nk, ALPHA);
+    // 5. O^T = O^T * alpha + V^T P^T (alpha is all ones when no row's max moved: skip it)
+    if (moved) gemm<RESCALE>(Dv, NV, OT, BQ, Vb, vsd, vsr, ST, BQ, nk, ALPHA);
+    else gemm<ACCUMULATE>(Dv, NV, OT, BQ, Vb, vsd, vsr, ST, BQ, nk);
   }
 
   float* mm = tmp;

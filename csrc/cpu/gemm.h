@@ -15,14 +15,16 @@ namespace {
 constexpr int MR = ATTN_MR;   // rows of C held in registers
 constexpr int NVMAX = ATTN_NV;  // vectors of C per row held in registers
 
-enum { OVERWRITE = 0, ACCUMULATE = 1, RESCALE = 2 };  // RESCALE: C = C * cs[n] + A.B
+// RESCALE: C = C * cs[n] + A.B. OVERWRITE_MAX: C = A.B and cs[n] = max(cs[n], max_m C[m][n]),
+// the forward's block row-max taken while the scores are still in registers.
+enum { OVERWRITE = 0, ACCUMULATE = 1, RESCALE = 2, OVERWRITE_MAX = 3 };
 
 template <int M, int NV, int MODE>
 inline void micro(float* __restrict C, int64_t ldc, const float* __restrict A, int64_t sam,
                   int64_t sak, const float* __restrict B, int64_t ldb, int K,
-                  const float* __restrict cs) {
+                  float* __restrict cs) {
   vf acc[M][NV];
-  if (MODE == OVERWRITE) {
+  if (MODE == OVERWRITE || MODE == OVERWRITE_MAX) {
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m)
 #pragma GCC unroll 8
@@ -56,6 +58,15 @@ inline void micro(float* __restrict C, int64_t ldc, const float* __restrict A, i
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) storev(C + m * ldc + v * W, acc[m][v]);
+  if (MODE == OVERWRITE_MAX) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      vf mx = loadv(cs + v * W);
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) mx = vmax(mx, acc[m][v]);
+      storev(cs + v * W, mx);
+    }
+  }
 }
 
 // Walks C in register tiles: whole MR-row tiles, then one tile for the remaining rows, NVMAX
@@ -98,7 +109,7 @@ struct F32Tile {
   const float* A; int64_t sam, sak;
   const float* B; int64_t ldb;
   int K;
-  const float* cs;
+  float* cs;
   F32Tile at(int m, int nv) const {
     return {C + m * ldc + nv * W, ldc, A + m * sam, sam, sak, B + nv * W, ldb, K,
             cs ? cs + nv * W : nullptr};
@@ -108,7 +119,7 @@ struct F32Tile {
 
 template <int MODE>
 inline void gemm(int M, int NVt, float* C, int64_t ldc, const float* A, int64_t sam, int64_t sak,
-                 const float* B, int64_t ldb, int K, const float* cs = nullptr) {
+                 const float* B, int64_t ldb, int K, float* cs = nullptr) {
   tile_all(F32Tile<MODE>{C, ldc, A, sam, sak, B, ldb, K, cs}, M, NVt);
 }
 

@@ -7,6 +7,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "attn.h"
 
@@ -37,24 +40,40 @@ inline vf vmin(vf a, vf b) { return a < b ? a : b; }
 inline vf sel(vi m, vf a, vf b) { return m ? a : b; }
 
 // 2^x with ~1e-7 relative error; exactly 0 for x < -125 (and -inf); NaN stays NaN.
-inline vf exp2v(vf x) {
-  vi under = x < -125.0f;
-  x = x > 127.0f ? splat(127.0f) : x;
-  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  vf t = x + magic;
-  vf n = t - magic;
-  vf f = x - n;                     // in [-0.5, 0.5]
+// The polynomial is 2^f on [-0.5, 0.5]; the integer part goes into the exponent bits.
+inline vf exp2_poly(vf f) {
   vf p = splat(0.00015337577497120947f);
   p = p * f + 0.0013399859890341759f;
   p = p * f + 0.009618519805371761f;
   p = p * f + 0.05550329014658928f;
   p = p * f + 0.24022646248340607f;
   p = p * f + 0.6931471824645996f;
-  p = p * f + 1.0f;
+  return p * f + 1.0f;
+}
+#if defined(__AVX512F__) && ATTN_W == 16
+// AVX-512: vscalefps applies 2^n with IEEE underflow to 0 and overflow to inf, which spares the
+// clamps, compares and bit arithmetic of the portable version (this is the softmax's hot loop).
+// max(-200, x) keeps NaN (vmaxps returns its second operand when either is NaN) and maps -inf
+// to a finite argument whose result underflows to exactly 0.
+inline vf exp2v(vf x) {
+  const __m512 xc = _mm512_max_ps(_mm512_set1_ps(-200.0f), (__m512)x);
+  const __m512 n = _mm512_roundscale_ps(xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const vf p = exp2_poly((vf)_mm512_sub_ps(xc, n));
+  return (vf)_mm512_scalef_ps((__m512)p, n);
+}
+#else
+inline vf exp2v(vf x) {
+  vi under = x < -125.0f;
+  x = x > 127.0f ? splat(127.0f) : x;
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  vf t = x + magic;
+  vf n = t - magic;
+  vf p = exp2_poly(x - n);          // x - n in [-0.5, 0.5]
   vu ni = (vu)t - (vu)splat(magic);
   vu bits = (vu)p + (ni << 23);
   return under ? splat(0.0f) : (vf)bits;
 }
+#endif
 
 // tanh with ~2e-7 absolute error.
 inline vf tanhv(vf y) {
