@@ -7,7 +7,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from mlx_attn.reference import max_error, passes, to_f64
+from mlx_attn import flash_attention
+from mlx_attn.reference import max_error, passes, reference, to_f64
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_MLX = importlib.util.find_spec("mlx") is not None
@@ -82,9 +83,38 @@ def _dtype_name(x) -> str:
     return str(x.dtype).rsplit(".", 1)[-1]
 
 
+def run_both(q, k, v, **kw):
+    """(out, lse) of the cpu backend and of the math backend on the same inputs."""
+    got = flash_attention(q, k, v, backend="cpu", return_lse=True, **kw)
+    ref_math = flash_attention(q, k, v, backend="math", return_lse=True, **kw)
+    return got, ref_math
+
+
+def check_dense(kind, dtype, shape, seed=0, layout="bhld", **kw):
+    """cpu backend vs the float64 reference on random inputs of `shape` = (B, Hq, Hkv, Lq, Lk,
+    D, Dv), by the SPEC criterion against the math backend, for out and lse."""
+    B, Hq, Hkv, Lq, Lk, D, Dv = shape
+    rng = np.random.default_rng(seed)
+    qn, kn, vn = rand(rng, B, Hq, Lq, D), rand(rng, B, Hkv, Lk, D), rand(rng, B, Hkv, Lk, Dv)
+    q, k, v = (make(kind, dtype, x) for x in (qn, kn, vn))
+    if kw.get("mask") is not None:
+        mask = kw["mask"]
+        kw["mask"] = make(kind, "bool" if mask.dtype == np.bool_ else dtype, mask)
+    ref_out, ref_lse = reference(q, k, v, **kw)
+    if layout == "blhd":
+        q, k, v = swap12(q), swap12(k), swap12(v)
+    (out, lse), (mout, mlse) = run_both(q, k, v, layout=layout, **kw)
+    assert type(out) is type(q) and str(out.dtype) == str(q.dtype)
+    assert str(lse.dtype).endswith("float32")
+    if layout == "blhd":
+        out, mout = swap12(out), swap12(mout)
+    assert_close(out, ref_out, mout, "out")
+    assert_close(lse, ref_lse, mlse, "lse")
+
+
 def rand(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-__all__ = ["HAVE_MLX", "HAVE_TORCH", "assert_close", "kinds", "make", "mlx_ready",
-           "native_or_skip", "rand", "swap12", "to_f64"]
+__all__ = ["HAVE_MLX", "HAVE_TORCH", "assert_close", "check_dense", "kinds", "make", "mlx_ready",
+           "native_or_skip", "rand", "run_both", "swap12", "to_f64"]

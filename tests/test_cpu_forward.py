@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpu_helpers import HAVE_TORCH, assert_close, kinds, make, mlx_ready, native_or_skip, rand, swap12
+from cpu_helpers import (HAVE_TORCH, assert_close, check_dense, kinds, make, mlx_ready,
+                         native_or_skip, rand, run_both, swap12)
 from mlx_attn import flash_attention, flash_attention_varlen
 from mlx_attn.reference import reference, reference_varlen, to_f64
 
@@ -18,32 +19,6 @@ pytestmark = pytest.mark.usefixtures("native")
 @pytest.fixture(scope="module")
 def native():
     return native_or_skip()
-
-
-def run_both(q, k, v, **kw):
-    got = flash_attention(q, k, v, backend="cpu", return_lse=True, **kw)
-    ref_math = flash_attention(q, k, v, backend="math", return_lse=True, **kw)
-    return got, ref_math
-
-
-def check_dense(kind, dtype, shape, seed=0, layout="bhld", **kw):
-    B, Hq, Hkv, Lq, Lk, D, Dv = shape
-    rng = np.random.default_rng(seed)
-    qn, kn, vn = rand(rng, B, Hq, Lq, D), rand(rng, B, Hkv, Lk, D), rand(rng, B, Hkv, Lk, Dv)
-    q, k, v = (make(kind, dtype, x) for x in (qn, kn, vn))
-    if kw.get("mask") is not None:
-        mask = kw["mask"]
-        kw["mask"] = make(kind, "bool" if mask.dtype == np.bool_ else dtype, mask)
-    ref_out, ref_lse = reference(q, k, v, **kw)
-    if layout == "blhd":
-        q, k, v = swap12(q), swap12(k), swap12(v)
-    (out, lse), (mout, mlse) = run_both(q, k, v, layout=layout, **kw)
-    assert type(out) is type(q) and str(out.dtype) == str(q.dtype)
-    assert str(lse.dtype).endswith("float32")
-    if layout == "blhd":
-        out, mout = swap12(out), swap12(mout)
-    assert_close(out, ref_out, mout, "out")
-    assert_close(lse, ref_lse, mlse, "lse")
 
 
 SHAPES = [  # B, Hq, Hkv, Lq, Lk, D, Dv: the SPEC's odd sizes, GQA, Dv != D

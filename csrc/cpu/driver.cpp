@@ -136,16 +136,26 @@ void set_isa(const char* name) {
 void forward(const Problem& p) {
   check(p, false);
   const int G = p.Hq / p.Hkv;
-  // Decode-sized row blocks (<= 8 rows) waste most of a 16-lane vector: 8-lane AVX2 kernels
-  // have the same FLOP rate per lane on Zen 4 and twice the utilisation.
+  // Decode-sized row blocks (<= 8 rows) waste most of a 16-lane vector in fwd_rows, whose lanes
+  // are query rows: the ISA's fwd_small (head dim across the lanes) takes them when it has one,
+  // else the 8-lane AVX2 kernels (same FLOP rate per lane on Zen 4, twice the utilisation).
   const IsaKernels* Kp = &isa();
+  auto rows_fn = Kp->fwd_rows;
+  auto ws_fn = Kp->fwd_ws;
   if (Kp->W == 16) {
     bool small = true;
     for (int b = 0; b < p.B && small; ++b) {
       const int Lq = seq_of(p, b).Lq;
       small = (G > 1 && Lq <= 8) ? G * Lq <= 8 : Lq <= 8;
     }
-    if (small && isa_by_name("avx2")) Kp = isa_by_name("avx2");
+    if (small && Kp->fwd_small && p.mask_kind == MASK_NONE) {
+      rows_fn = Kp->fwd_small;
+      ws_fn = Kp->fwd_small_ws;
+    } else if (small && isa_by_name("avx2")) {
+      Kp = isa_by_name("avx2");
+      rows_fn = Kp->fwd_rows;
+      ws_fn = Kp->fwd_ws;
+    }
   }
   const IsaKernels& K = *Kp;
   const int BQ = K.rows;
@@ -204,13 +214,13 @@ void forward(const Problem& p) {
     nsplit = std::max(nsplit, 1);
   }
   const int nthreads = threads_for(int64_t(nb) * nsplit);
-  const size_t wsz = K.fwd_ws(p);
+  const size_t wsz = ws_fn(p);
   std::vector<std::unique_ptr<Buffer>> ws;
   for (int t = 0; t < nthreads; ++t) ws.emplace_back(new Buffer(wsz));
   if (nsplit == 1) {
     parallel_for(nb, nthreads, [&](int item, int tid) {
       const Rows& R = blocks[order[item]];
-      K.fwd_rows(p, R, 0, seq_of(p, R.b).Lk, ws[tid]->p, nullptr);
+      rows_fn(p, R, 0, seq_of(p, R.b).Lk, ws[tid]->p, nullptr);
     });
     return;
   }
@@ -222,7 +232,7 @@ void forward(const Problem& p) {
     const int Lk = seq_of(p, R.b).Lk;
     const int chunk = (Lk + nsplit - 1) / nsplit;
     const int k0 = std::min(Lk, sp * chunk), k1 = std::min(Lk, k0 + chunk);
-    K.fwd_rows(p, R, k0, k1, ws[tid]->p, parts.p + (size_t(blk) * nsplit + sp) * psz);
+    rows_fn(p, R, k0, k1, ws[tid]->p, parts.p + (size_t(blk) * nsplit + sp) * psz);
   });
   parallel_for(nb, nthreads, [&](int blk, int) {
     K.fwd_merge(p, blocks[blk], nsplit, parts.p + size_t(blk) * nsplit * psz);

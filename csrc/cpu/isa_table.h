@@ -1,6 +1,12 @@
 // Defines this ISA's kernel table; included last by each isa_*.cpp.
 #pragma once
 #include "bwd.h"
+#if ATTN_W == 16
+#include "decode.h"
+#define ATTN_SMALL(ns) ns::fwd_small_ws_floats, ns::fwd_small
+#else
+#define ATTN_SMALL(ns) nullptr, nullptr
+#endif
 #ifdef ATTN_BF16DOT
 #include "bwd_bf16.h"
 #endif
@@ -13,7 +19,7 @@ const IsaKernels& ATTN_TABLE_FN(ATTN_NS)() {
   static const IsaKernels k = {
       ATTN_ISA_NAME, ATTN_NS::W, ATTN_NS::BQ,
       ATTN_NS::fwd_ws_floats, ATTN_NS::fwd_rows, ATTN_NS::fwd_partial_floats,
-      ATTN_NS::fwd_merge,
+      ATTN_NS::fwd_merge, ATTN_SMALL(ATTN_NS),
       ATTN_NS::bwd_ws_floats, ATTN_NS::bwd_dp, ATTN_NS::bwd_keys, ATTN_NS::bwd_dq,
   };
   return k;
