@@ -1,7 +1,7 @@
 """The `cpu` backend's decode kernel (row blocks of at most 8 query rows of one kv head: the GQA
 group at Lq <= 8, head dim across the vector lanes; csrc/cpu/decode.h) against the float64
-reference, by the SPEC criterion. Blocks with a mask, and CPUs without AVX-512, take the
-row-lane kernels instead; the same cases must pass either way."""
+reference, by the SPEC criterion. CPUs without AVX-512 take the row-lane kernels (fwd.h)
+instead; the same cases must pass either way."""
 from __future__ import annotations
 
 import numpy as np
@@ -66,12 +66,18 @@ def test_decode_strided_inputs():
         assert_close(lse, ref_lse, mlse, "lse")
 
 
-def test_decode_with_mask_takes_the_row_lane_kernel():
-    """Masks are not handled by the decode kernel: the driver must route them elsewhere."""
+@pytest.mark.parametrize("kind", kinds())
+def test_decode_masks(kind):
+    """bool and additive masks, broadcast over heads or per head, with a fully removed row."""
     rng = np.random.default_rng(5)
-    mask = rng.random((1, 1, 1, 150)) > 0.3
-    check_dense("numpy", "float32", (1, 8, 2, 1, 150, 64, 64), mask=mask)
-    check_dense("numpy", "float32", (1, 8, 2, 1, 150, 64, 64), mask=np.where(mask, 0.5, -np.inf))
+    keep = rng.random((1, 1, 1, 150)) > 0.3
+    check_dense(kind, "float32", (1, 8, 2, 1, 150, 64, 64), mask=keep)
+    check_dense(kind, "float32", (1, 8, 2, 1, 150, 72, 72), mask=np.where(keep, 0.5, -np.inf))
+    per_head = rng.random((2, 8, 3, 97)) > 0.5
+    per_head[1, 5, 2] = False
+    check_dense(kind, "float32", (2, 8, 4, 3, 97, 40, 40), mask=per_head, causal=True)
+    check_dense(kind, "float16", (2, 8, 4, 3, 97, 40, 40),
+                mask=rng.standard_normal((1, 8, 1, 97)).astype(np.float32))
 
 
 @pytest.mark.parametrize("kind", kinds())

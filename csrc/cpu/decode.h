@@ -9,7 +9,7 @@
 //   O[r][:]  += p[r][j] * v[j][:]   e-tiles of O kept in registers over a chunk of keys
 // Decode reads every K / V element once per call, so this path is bound by memory bandwidth
 // rather than by broadcasts. Online softmax per chunk of BKD keys, as in fwd.h (log2 units).
-// Masks are left to fwd.h (the driver routes them there).
+// Mask values are read per (row, key) with the mask's own strides.
 #pragma once
 #include <immintrin.h>
 
@@ -185,6 +185,11 @@ void fwd_small_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws,
   klo = imax(klo, kbeg); khi = imin(khi + 1, kend);
   float m[kDecodeRows], l[kDecodeRows];
   for (int r = 0; r < n; ++r) { m[r] = kNegInf; l[r] = 0.0f; }
+  const bool masked = p.mask_kind != MASK_NONE, add = p.mask_kind == MASK_ADD;
+  int64_t mrow[kDecodeRows];
+  for (int r = 0; r < n && masked; ++r)
+    mrow[r] = R.b * p.ms[0] + R.h[r] * p.ms[1] + R.i[r] * p.ms[2];
+  alignas(64) float mb[16];
 
   const int64_t kbase = R.b * p.ks[0] + hk * p.ks[1] + s.ko * p.ks[2];
   const int64_t vbase = R.b * p.vs[0] + hk * p.vs[1] + s.ko * p.vs[2];
@@ -205,6 +210,15 @@ void fwd_small_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws,
       for (int c = 0; c < nvec; ++c) {
         __m512 x = _mm512_loadu_ps(sr + c * 16);
         if (cap) x = (__m512)(tanhv((vf)x) * capmul);
+        if (masked) {  // mask values of the (up to) 16 keys, then added or applied as keep/remove
+          const int j1 = j0 + c * 16, cnt = imin(16, j0 + nk - j1);
+          for (int t = 0; t < 16; ++t)
+            mb[t] = t < cnt ? mask_value(p.mask_type, p.mask, mrow[r] + (j1 + t) * p.ms[3]) : 0.0f;
+          const __m512 mv = _mm512_load_ps(mb);
+          x = add ? _mm512_fmadd_ps(mv, _mm512_set1_ps(kLog2e), x)
+                  : _mm512_mask_blend_ps(_mm512_cmp_ps_mask(mv, _mm512_set1_ps(kNegInf), _CMP_EQ_OQ),
+                                         x, _mm512_set1_ps(kNegInf));
+        }
         const __m512i jj = _mm512_add_epi32(iota16, _mm512_set1_epi32(j0 + c * 16));
         const __mmask16 ok = _mm512_cmpge_epi32_mask(jj, _mm512_set1_epi32(lo[r])) &
                              _mm512_cmple_epi32_mask(jj, _mm512_set1_epi32(imin(hi[r], j0 + nk - 1)));

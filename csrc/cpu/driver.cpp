@@ -148,7 +148,7 @@ void forward(const Problem& p) {
       const int Lq = seq_of(p, b).Lq;
       small = (G > 1 && Lq <= 8) ? G * Lq <= 8 : Lq <= 8;
     }
-    if (small && Kp->fwd_small && p.mask_kind == MASK_NONE) {
+    if (small && Kp->fwd_small) {
       rows_fn = Kp->fwd_small;
       ws_fn = Kp->fwd_small_ws;
     } else if (small && isa_by_name("avx2")) {

@@ -34,7 +34,7 @@ struct IsaKernels {
   void (*fwd_rows)(const Problem&, const Rows&, int k0, int k1, float* ws, float* partial);
   size_t (*fwd_partial)(const Problem&);  // floats per partial
   void (*fwd_merge)(const Problem&, const Rows&, int nsplit, const float* partials);
-  // decode-sized row blocks (<= 8 rows, no mask), same contract as fwd_rows; null when this ISA
+  // decode-sized row blocks (<= 8 rows), same contract as fwd_rows; null when this ISA
   // has no such kernel (the driver then uses a narrower ISA's fwd_rows for them)
   size_t (*fwd_small_ws)(const Problem&);
   void (*fwd_small)(const Problem&, const Rows&, int k0, int k1, float* ws, float* partial);
