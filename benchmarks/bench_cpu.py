@@ -81,13 +81,16 @@ def mlx_pair(dtype, shape, causal, backward):
     return (lambda: gours(q, k, v)), (lambda: gsdpa(q, k, v))
 
 
+SETTLE_S = 0.0  # --settle-ms
+
+
 def timed(fns, reps, max_seconds=40.0):
     """Median seconds of each contender, their repeats interleaved (this machine's speed drifts
-    with its neighbours' load: back-to-back blocks of repeats would skew the ratios), each timed
-    call preceded by a 20 ms pause so that it does not share the cores with the OpenMP spin-wait
-    that torch's previous call leaves behind (see timing.measure_interleaved)."""
+    with its neighbours' load: back-to-back blocks of repeats would skew the ratios). Calls follow
+    each other directly, as in a model, unless --settle-ms asks for an untimed pause before each
+    (see timing.measure_interleaved: the OpenMP spin-wait a torch call leaves behind)."""
     return [t.median_s for t in measure_interleaved(fns, warmup=1, repeats=reps,
-                                                     max_seconds=max_seconds, settle_s=0.02)]
+                                                     max_seconds=max_seconds, settle_s=SETTLE_S)]
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -189,7 +192,8 @@ def markdown(fwd, bwd, dec, mem, threads, isa):
     def cell(r, key, fmt="{:.1f}"):
         return fmt.format(r[key]) if key in r else "-"
 
-    lines = [f"Threads: {threads} (ours and torch); our ISA path: {isa}. GFLOP/s unless noted.", ""]
+    lines = [f"Threads: {threads} (ours and torch); our ISA path: {isa}; pause before each timed "
+             f"call: {SETTLE_S * 1e3:g} ms. GFLOP/s unless noted.", ""]
     for title, rows in (("Forward", fwd), ("Forward + backward (dq, dk, dv)", bwd)):
         lines += [f"### {title}, B=1 H=8 Lq=Lk=L", "",
                   "| dtype | D | causal | L | ours (torch) | torch SDPA | ours/torch | ours (MLX) "
@@ -221,7 +225,11 @@ def main():
     parser.add_argument("--no-mlx", dest="mlx", action="store_false", help="skip MLX")
     parser.add_argument("--mlx-max-len", type=int, default=1024)
     parser.add_argument("--out", default=None, help="also write the markdown table here")
+    parser.add_argument("--settle-ms", type=float, default=0.0,
+                        help="untimed pause before each timed call (default: none)")
     args = parser.parse_args()
+    global SETTLE_S
+    SETTLE_S = args.settle_ms / 1e3
     args.dtypes = ("float32", "bfloat16")
     args.lengths = [512] if args.quick else [1024, 4096] + ([8192, 16384] if args.full else [])
     args.decode_lengths = [2048] if args.quick else \

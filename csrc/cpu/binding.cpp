@@ -7,6 +7,7 @@
 #include <string>
 
 #include "attn.h"
+#include "pool.h"
 
 namespace nb = nanobind;
 using namespace mlx_attn_cpu;
@@ -65,16 +66,23 @@ Problem problem_of(const nb::dict& d) {
 
 NB_MODULE(_kernel, m) {
   m.doc() = "mlx_attn native CPU flash-attention kernel (raw pointer interface)";
-  m.def("forward", [](const nb::dict& spec) {
+  // openmp=True: run on the OpenMP runtime attached with attach_openmp (torch's), if any
+  m.def("forward", [](const nb::dict& spec, bool openmp) {
     Problem p = problem_of(spec);
     nb::gil_scoped_release release;
+    OpenMPScope scope(openmp);
     forward(p);
-  }, nb::arg("spec"));
-  m.def("backward", [](const nb::dict& spec) {
+  }, nb::arg("spec"), nb::arg("openmp") = false);
+  m.def("backward", [](const nb::dict& spec, bool openmp) {
     Problem p = problem_of(spec);
     nb::gil_scoped_release release;
+    OpenMPScope scope(openmp);
     backward(p);
-  }, nb::arg("spec"));
+  }, nb::arg("spec"), nb::arg("openmp") = false);
+  m.def("attach_openmp", &attach_openmp, nb::arg("path"),
+        "Use the OpenMP runtime loaded from `path` for calls made with openmp=True; returns '' "
+        "or why it cannot.");
+  m.def("openmp_attached", &openmp_attached);
   m.def("num_threads", &num_threads);
   m.def("set_num_threads", &set_num_threads, nb::arg("n"));
   m.def("isa", []() { return std::string(isa_name()); });

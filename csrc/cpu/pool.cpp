@@ -7,6 +7,11 @@
 #include <thread>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>
+#define ATTN_HAVE_DLFCN 1
+#endif
+
 namespace mlx_attn_cpu {
 namespace {
 
@@ -97,7 +102,61 @@ Pool& pool() {
   return *p;
 }
 
+// ---- an already loaded OpenMP runtime, through libgomp's ABI ----
+using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
+using OmpThreadNum = int (*)();
+std::atomic<GompParallel> g_gomp_parallel{nullptr};
+std::atomic<OmpThreadNum> g_omp_thread_num{nullptr};
+thread_local bool tl_use_openmp = false;
+
+struct OpenMPJob {
+  const std::function<void(int, int)>* fn;
+  int n;
+  OmpThreadNum thread_num;
+  std::atomic<int> next{0};
+  std::mutex m;
+  std::exception_ptr error;
+};
+
+// The body every thread of the OpenMP team runs: the same dynamic hand-out as our pool.
+void openmp_body(void* data) {
+  auto* job = static_cast<OpenMPJob*>(data);
+  const int tid = job->thread_num();
+  for (;;) {
+    const int item = job->next.fetch_add(1);
+    if (item >= job->n) return;
+    try {
+      (*job->fn)(item, tid);
+    } catch (...) {  // exceptions must not leave an OpenMP region
+      std::lock_guard<std::mutex> lk(job->m);
+      if (!job->error) job->error = std::current_exception();
+      job->next.store(job->n);
+    }
+  }
+}
+
 }  // namespace
+
+std::string attach_openmp(const std::string& path) {
+#ifdef ATTN_HAVE_DLFCN
+  if (g_gomp_parallel.load()) return "";
+  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD | RTLD_LOCAL);
+  if (!lib) return "not loaded in this process: " + path;
+  auto par = reinterpret_cast<GompParallel>(dlsym(lib, "GOMP_parallel"));
+  auto num = reinterpret_cast<OmpThreadNum>(dlsym(lib, "omp_get_thread_num"));
+  if (!par || !num) return "no GOMP_parallel / omp_get_thread_num in " + path;
+  g_omp_thread_num.store(num);
+  g_gomp_parallel.store(par);  // the library stays loaded: the handle is never closed
+  return "";
+#else
+  return "no dlopen on this platform";
+#endif
+}
+
+bool openmp_attached() { return g_gomp_parallel.load() != nullptr; }
+
+OpenMPScope::OpenMPScope(bool on) : prev_(tl_use_openmp) { tl_use_openmp = on; }
+OpenMPScope::~OpenMPScope() { tl_use_openmp = prev_; }
 
 void parallel_for(int n, int threads, const std::function<void(int, int)>& fn) {
   if (n <= 0) return;
@@ -105,6 +164,18 @@ void parallel_for(int n, int threads, const std::function<void(int, int)>& fn) {
   if (threads <= 1) {
     for (int i = 0; i < n; ++i) fn(i, 0);
     return;
+  }
+  if (tl_use_openmp) {
+    if (GompParallel par = g_gomp_parallel.load()) {
+      // team threads are numbered 0 .. (at most) threads - 1, the caller being 0
+      OpenMPJob job;
+      job.fn = &fn;
+      job.n = n;
+      job.thread_num = g_omp_thread_num.load();
+      par(openmp_body, &job, unsigned(threads), 0);
+      if (job.error) std::rethrow_exception(job.error);
+      return;
+    }
   }
   Pool& p = pool();
   std::unique_lock<std::mutex> lk(p.call_mutex(), std::try_to_lock);

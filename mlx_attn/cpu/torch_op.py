@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from .openmp import torch_openmp
 from .status import native
 from .strided import (MASK_KIND, MASK_TYPE, base_spec as make_spec, torch_desc, varlen_as_bhld,
                       window_of)
@@ -57,7 +58,7 @@ def _register():
         lse = torch.empty(lshape, dtype=torch.float32)
         spec.update(o=desc(out, varlen), lse=lse_desc(lse, varlen, dims[3]),
                     o_f32=out.dtype != q.dtype)
-        native().forward(spec)
+        native().forward(spec, openmp=torch_openmp())
         return out, lse
 
     @attention.register_fake
@@ -84,7 +85,7 @@ def _register():
         if dlse is not None:
             spec["dlse"] = (dlse.data_ptr(), 0, dlse.stride(0), dlse.stride(1)) if varlen \
                 else torch_desc(dlse, 3)
-        native().backward(spec)
+        native().backward(spec, openmp=torch_openmp())
         return dq, dk, dv
 
     @attention_backward.register_fake
