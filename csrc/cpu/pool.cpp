@@ -9,7 +9,10 @@
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>
+#include <pthread.h>
+#include <unistd.h>
 #define ATTN_HAVE_DLFCN 1
+#define ATTN_HAVE_FORK_HOOK 1
 #endif
 
 namespace mlx_attn_cpu {
@@ -96,10 +99,25 @@ class Pool {
   std::exception_ptr error_;
 };
 
+// Leaked on purpose: joining threads during interpreter shutdown can deadlock.
+std::atomic<Pool*> g_pool{nullptr};
+
+#ifdef ATTN_HAVE_FORK_HOOK
+// A forked child has none of its parent's threads: it gets a fresh pool (the parent's copy, whose
+// workers it would wait for forever, is leaked) and stops using the OpenMP runtime, whose team
+// is in the same state (see parallel_for).
+void after_fork_in_child() { g_pool.store(new Pool()); }
+#endif
+
 Pool& pool() {
-  // Leaked on purpose: joining threads during interpreter shutdown can deadlock.
-  static Pool* p = new Pool();
-  return *p;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    g_pool.store(new Pool());
+#ifdef ATTN_HAVE_FORK_HOOK
+    pthread_atfork(nullptr, nullptr, after_fork_in_child);
+#endif
+  });
+  return *g_pool.load();
 }
 
 // ---- an already loaded OpenMP runtime, through libgomp's ABI ----
@@ -107,6 +125,15 @@ using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
 using OmpThreadNum = int (*)();
 std::atomic<GompParallel> g_gomp_parallel{nullptr};
 std::atomic<OmpThreadNum> g_omp_thread_num{nullptr};
+std::atomic<long> g_openmp_pid{0};  // the process that attached it (not a forked child)
+
+long this_pid() {
+#ifdef ATTN_HAVE_FORK_HOOK
+  return long(getpid());
+#else
+  return 0;
+#endif
+}
 thread_local bool tl_use_openmp = false;
 
 struct OpenMPJob {
@@ -146,6 +173,7 @@ std::string attach_openmp(const std::string& path) {
   auto num = reinterpret_cast<OmpThreadNum>(dlsym(lib, "omp_get_thread_num"));
   if (!par || !num) return "no GOMP_parallel / omp_get_thread_num in " + path;
   g_omp_thread_num.store(num);
+  g_openmp_pid.store(this_pid());
   g_gomp_parallel.store(par);  // the library stays loaded: the handle is never closed
   return "";
 #else
@@ -166,7 +194,9 @@ void parallel_for(int n, int threads, const std::function<void(int, int)>& fn) {
     return;
   }
   if (tl_use_openmp) {
-    if (GompParallel par = g_gomp_parallel.load()) {
+    GompParallel par = g_gomp_parallel.load();
+    // not in a forked child: its OpenMP team would wait for the parent's threads
+    if (par && g_openmp_pid.load() == this_pid()) {
       // team threads are numbered 0 .. (at most) threads - 1, the caller being 0
       OpenMPJob job;
       job.fn = &fn;

@@ -1,9 +1,11 @@
-"""The native kernel's torch calls on torch's OpenMP threads (mlx_attn/cpu/openmp.py): found
-among the loaded libraries, used only when asked, and giving the same bits as the kernel's own
-thread pool."""
+"""The native kernel's threads: torch calls on torch's OpenMP threads (mlx_attn/cpu/openmp.py:
+found among the loaded libraries, used only when asked, the same bits as the kernel's own pool),
+and the kernel's own pool in a forked child."""
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -87,3 +89,31 @@ def test_same_bits_on_either_thread_team(native, torch, Lq):
         results.append((o, lse, dq, dk, dv))
     for a, b in zip(*results):
         assert np.array_equal(a, b)
+
+
+def _child_attention(q, queue):
+    from mlx_attn import flash_attention
+    queue.put(flash_attention(q, q, q, backend="cpu"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork")
+def test_forked_child_runs_the_kernel(native):
+    """A child forked after the parent's pool started has none of its threads: it must start its
+    own pool instead of waiting for them (it used to hang)."""
+    from mlx_attn import flash_attention
+    q = rand(np.random.default_rng(0), 1, 4, 300, 64)
+    expected = flash_attention(q, q, q, backend="cpu")  # the parent's pool is running now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_attention, args=(q, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=60)  # before join: the child exits once its result is sent
+    except Exception:
+        got = None
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    assert got is not None, "the forked child hung in the kernel"
+    assert np.array_equal(got, expected)
