@@ -112,7 +112,8 @@ std::vector<mx::array> mlx_attention(const mx::array& q, const mx::array& k, con
     inputs.push_back(mx::astype(*cu_k, mx::int32, s));
   }
   auto shapes = fwd_shapes(p, inputs);
-  return mx::array::make_arrays(std::move(shapes), {q.dtype(), mx::float32},
+  const mx::Dtype out_dtype = p.out_f32 ? mx::float32 : q.dtype();
+  return mx::array::make_arrays(std::move(shapes), {out_dtype, mx::float32},
                                 std::make_shared<AttnForward>(s, p), inputs);
 }
 
@@ -123,6 +124,7 @@ void AttnForward::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx:
   lse.set_data(mx::allocator::malloc(lse.nbytes()));
   Problem p = base_problem(p_, inputs);
   p.o = out.data<void>(); strides4(out, p_.varlen, p.os);
+  p.o_f32 = out.dtype() == mx::float32 && p.dtype != F32;
   p.lse = lse.data<float>(); strides3(lse, p_.varlen, p.ls);
   if (p_.varlen) { p.ls[0] = 0; p.ls[1] = lse.strides()[0]; p.ls[2] = lse.strides()[1]; }
   auto& enc = mx::cpu::get_command_encoder(stream());
@@ -152,8 +154,18 @@ std::vector<mx::array> AttnForward::vjp(const std::vector<mx::array>& primals,
   auto s = stream();
   const int nb = n_base_inputs(p_);
   std::vector<mx::array> inputs(primals.begin(), primals.begin() + nb);
-  inputs.push_back(outputs[0]);
-  inputs.push_back(outputs[1]);
+  // fp16 / bf16: the backward's delta = rowsum(dout * out) needs out unrounded, so out (and lse)
+  // are recomputed here in float32 rather than inside the backward. Then nothing in the gradient
+  // reads the forward's own outputs, and mx.grad, which never evaluates them, runs one forward.
+  std::vector<mx::array> fwd = outputs;
+  if (primals[0].dtype() != mx::float32) {
+    AttnParams fp = p_;
+    fp.out_f32 = true;
+    fwd = mx::array::make_arrays(fwd_shapes(fp, inputs), {mx::float32, mx::float32},
+                                 std::make_shared<AttnForward>(s, fp), inputs);
+  }
+  inputs.push_back(fwd[0]);
+  inputs.push_back(fwd[1]);
   inputs.push_back(mx::astype(cotangents[0], primals[0].dtype(), s));
   inputs.push_back(mx::astype(cotangents[1], mx::float32, s));
   auto grads = mx::array::make_arrays(
@@ -212,6 +224,7 @@ void AttnBackward::eval_cpu(const std::vector<mx::array>& inputs,
   const auto &out = inputs[nb], &lse = inputs[nb + 1], &dout = inputs[nb + 2],
              &dlse = inputs[nb + 3];
   p.o = const_cast<void*>(out.data<void>()); strides4(out, p_.varlen, p.os);
+  p.o_f32 = out.dtype() == mx::float32 && p.dtype != F32;  // else backward() recomputes it
   p.lse = const_cast<float*>(lse.data<float>());
   p.dout = dout.data<void>(); strides4(dout, p_.varlen, p.dos);
   p.dlse = dlse.data<float>();

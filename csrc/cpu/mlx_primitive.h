@@ -17,9 +17,11 @@ struct AttnParams {
   int mask_kind = 0;         // MaskKind
   bool has_mask = false;
   bool varlen = false;
+  bool out_f32 = false;      // out in float32 whatever q's dtype (the vjp's recompute)
   bool operator==(const AttnParams& o) const {
     return scale == o.scale && softcap == o.softcap && wl == o.wl && wr == o.wr &&
-           mask_kind == o.mask_kind && has_mask == o.has_mask && varlen == o.varlen;
+           mask_kind == o.mask_kind && has_mask == o.has_mask && varlen == o.varlen &&
+           out_f32 == o.out_f32;
   }
 };
 
