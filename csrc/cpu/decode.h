@@ -33,27 +33,28 @@ size_t fwd_small_ws_floats(const Problem& p) {
 }
 
 // Sum of each of the 16 vectors, as one vector (lane t = sum of a[t]): a transposing reduction
-// that halves the vector count at each of four levels.
+// that halves the vector count at each of four levels. "Block" = a 128-bit quarter (4 lanes).
 inline __m512 reduce16(__m512 a[16]) {
-  // level 1: pairs -> 8 vectors, each 128-bit lane holding 2 x (2 partial sums) per source
+  // 1. b[i], per block: (a[2i], a[2i+1], a[2i], a[2i+1]), each the sum of two of its lanes
   __m512 b[8];
   for (int i = 0; i < 8; ++i)
     b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
                          _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
-  // b[i] lanes (per 128-bit block): a0 a1 a0 a1 (partials of sources 2i, 2i+1)
+  // 2. c[i], per block: (a[4i], .., a[4i+3]), each the sum of that block's four lanes
   __m512 c[4];
   for (int i = 0; i < 4; ++i) {
     const __m512 lo = _mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0));
     const __m512 hi = _mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2));
-    c[i] = _mm512_add_ps(lo, hi);  // per 128-bit block: sources 4i..4i+3, one partial each
+    c[i] = _mm512_add_ps(lo, hi);
   }
-  // c[i]: block t (of 4) holds the partial over d-block t of sources 4i..4i+3
+  // 3. e[i], blocks: a[8i..8i+3] over blocks 0+1, the same over 2+3, then a[8i+4..8i+7] alike
   __m512 e[2];
   for (int i = 0; i < 2; ++i) {
     const __m512 lo = _mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0));
     const __m512 hi = _mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1));
-    e[i] = _mm512_add_ps(lo, hi);  // blocks: (c2i: 0+1, 2+3), (c2i+1: 0+1, 2+3)
+    e[i] = _mm512_add_ps(lo, hi);
   }
+  // 4. block t: a[4t..4t+3], the halves over blocks 0+1 and 2+3 added
   const __m512 lo = _mm512_shuffle_f32x4(e[0], e[1], _MM_SHUFFLE(2, 0, 2, 0));
   const __m512 hi = _mm512_shuffle_f32x4(e[0], e[1], _MM_SHUFFLE(3, 1, 3, 1));
   return _mm512_add_ps(lo, hi);

@@ -4,6 +4,7 @@
 // the running max / sum / rescale are plain per-lane operations, K and V are read as broadcast
 // scalars straight from the caller's memory (float32) or a converted tile (fp16 / bf16), and the
 // output accumulates transposed as O^T[e][r]. Exponentials use base 2 (log2(e) folded into q).
+// Row blocks of at most 8 rows (decode) take decode.h on AVX-512 instead.
 #pragma once
 #include <climits>
 

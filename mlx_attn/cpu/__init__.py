@@ -5,6 +5,7 @@ the native C++ kernel of csrc/cpu. Nothing here is imported until the backend ru
 - strided.py   array descriptions (data pointer + element strides) and the kernel's problem spec
 - numpy_op.py  numpy arrays, zero-copy
 - torch_op.py  torch custom ops (forward and backward, registered with autograd)
+- openmp.py    whether the torch ops run the kernel on torch's own OpenMP threads
 - mlx_op.py    the MLX primitive (its vjp is the native backward)
 
 Compiled modules, installed next to these files: `_kernel` (numpy / torch, no MLX dependency) and
