@@ -27,14 +27,22 @@ def native():
 
 
 @st.composite
-def problems(draw, kinds_=None, dtypes=("float32", "float16", "bfloat16"), max_len=90):
+def problems(draw, kinds_=None, dtypes=("float32", "float16", "bfloat16"), max_len=90,
+             decode=False):
+    """decode=True: at most 8 query rows per kv head (Lq <= 8 times the GQA group), the rows the
+    decode kernel takes, against up to 4 * max_len keys."""
     kind = draw(st.sampled_from(kinds_ or kinds()))
     dtype = draw(st.sampled_from([d for d in dtypes if not (kind == "numpy" and d == "bfloat16")]))
     B = draw(st.integers(1, 2))
     Hkv = draw(st.integers(1, 3))
-    Hq = Hkv * draw(st.integers(1, 4))
-    Lq = draw(st.integers(0, max_len))
-    Lk = draw(st.integers(0, max_len))
+    if decode:
+        Lq = draw(st.integers(1, 8))
+        Hq = Hkv * draw(st.integers(1, 8 // Lq))
+        Lk = draw(st.integers(0, 4 * max_len))
+    else:
+        Hq = Hkv * draw(st.integers(1, 4))
+        Lq = draw(st.integers(0, max_len))
+        Lk = draw(st.integers(0, max_len))
     D = draw(st.sampled_from([1, 8, 17, 40, 64, 72, 96, 128]))
     Dv = draw(st.sampled_from([D, 24, 33]))
     kw = {}
@@ -73,6 +81,16 @@ def build(kind, dtype, shape, kw, mask, seed):
 @SETTINGS
 @given(problems())
 def test_generated_forward(problem):
+    check_generated_forward(problem)
+
+
+@SETTINGS
+@given(problems(decode=True))
+def test_generated_decode_forward(problem):
+    check_generated_forward(problem)
+
+
+def check_generated_forward(problem):
     kind, dtype, shape, kw, mask, layout, seed = problem
     q, k, v, kw = build(kind, dtype, shape, kw, mask, seed)
     ref_out, ref_lse = reference(q, k, v, **kw)
