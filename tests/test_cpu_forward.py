@@ -144,6 +144,22 @@ def test_nonfinite_inputs_propagate():
     assert np.isnan(out[0, 0, 1]).all()  # inf * k - max(inf) = nan, as IEEE arithmetic gives
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("Hq", [1, 2])  # 1: few work items, so the keys are also split
+@pytest.mark.parametrize("feat", [{}, {"causal": True}, {"window": (300, 20), "softcap": 6.0},
+                                  {"mask": "bool"}], ids=["plain", "causal", "window", "mask"])
+def test_row_groups_sharing_key_blocks(dtype, Hq, feat):
+    """K and V past 1 MB per head: runs of row blocks (5 here: a run of 4 and a single one) read
+    each key block once between them."""
+    kind = "torch" if dtype == "bfloat16" else "numpy"
+    if kind == "torch" and not HAVE_TORCH:
+        pytest.skip("torch not installed")
+    Lk = 2100 if dtype == "float32" else 4200  # Lk * (D + Dv) * itemsize > 1 MB
+    if feat.get("mask") == "bool":
+        feat = {"mask": np.random.default_rng(2).random((1, 1, 300, Lk)) > 0.3}
+    check_dense(kind, dtype, (1, Hq, 1, 300, Lk, 64, 64), **feat)
+
+
 @pytest.mark.parametrize("D", [40, 64])
 def test_nonfinite_key_in_a_later_block(D):
     """A NaN score met after the first key block (where the kernel takes the block max inside

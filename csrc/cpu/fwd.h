@@ -33,11 +33,6 @@ static_assert(BQ <= kMaxRows, "row block too large");
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-size_t fwd_ws_floats(const Problem& p) {
-  const size_t f32 = size_t(p.D + p.Dv + 2 * BK) * BQ + size_t(BK) * (p.D + p.Dv) + 8 * BQ + 64;
-  // bf16 dot path: q^T pairs and a K tile in bf16 (halves of floats), 64-byte aligned
-  return kBf16Dot ? f32 + size_t(p.D + 2) * (BQ + BK) / 2 + 48 : f32;
-}
 size_t fwd_partial_floats(const Problem& p) { return size_t(2 + p.Dv) * BQ; }
 
 // Per-lane key bounds [lo, hi] of a row block, and the union / intersection over its rows.
@@ -146,157 +141,232 @@ inline const uint16_t* k_tile_bf16(const Problem&, int64_t, int, uint16_t*, int6
 }
 #endif
 
-template <int DT, int NV>
-void fwd_rows_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws, float* partial) {
-  constexpr int BQn = NV * W;  // lanes in use for this block (<= BQ); layouts keep stride BQ
-  (void)BQn;
-  const int D = p.D, Dv = p.Dv, G = p.Hq / p.Hkv;
-  const Seq s = seq_of(p, R.b);
-  const int off = s.Lk - s.Lq;
-  const int hk = R.h[0] / G;
-  float* QT = ws;                      // D x BQ
-  float* OT = QT + size_t(D) * BQ;     // Dv x BQ
-  float* ST = OT + size_t(Dv) * BQ;    // BK x BQ
-  float* MT = ST + size_t(BK) * BQ;    // BK x BQ
-  float* KS = MT + size_t(BK) * BQ;    // BK x D
-  float* VS = KS + size_t(BK) * D;     // BK x Dv
-  float* MU = VS + size_t(BK) * Dv;    // BK
-  float* ALPHA = MU + BK;              // BQ
-  float* tmp = ALPHA + BQ;             // 2 * BQ
+// One row block's state while a group walks the key blocks: q^T (or its bf16 pairs), the O^T
+// accumulator, the running max / sum per lane (log2 units), its key bounds and mask rows.
+struct RowState {
+  const Rows* R;
+  Seq s;
+  Bounds bd;
+  int klo, khi;  // keys this block needs, within the work item's [k0, k1)
+  int nv;        // vectors of rows in use
+  int64_t mrow[BQ];
+  float *QT, *OT, *m, *l;
+  uint16_t* QTv;
+};
 
+// Per-thread scratch shared by a group's row blocks (one key block at a time).
+struct Scratch {
+  float *ST, *MT, *KS, *VS, *MU, *ALPHA, *BM;
+  uint16_t* KSb;
+};
+
+// One key block of K and V as the products read them: float32 rows (the caller's memory, or
+// converted from fp16 / bf16), and for the bf16 dot path K's own bf16 rows.
+struct KVTile {
+  const float *K, *V;
+  int64_t ksr, ksd, vsr, vsd;
+  const uint16_t* K16;
+  int64_t k16_ld;
+};
+
+inline size_t row_state_floats(const Problem& p) {
+  const size_t D2 = p.D + (p.D & 1);
+  return size_t(p.D + p.Dv + 2) * BQ + (kBf16Dot ? D2 * BQ / 2 + 16 : 0) + 16;
+}
+
+size_t fwd_ws_floats(const Problem& p) {
+  const size_t scratch = size_t(2 * BK + 2) * BQ + size_t(BK) * (p.D + p.Dv) + BK + 64;
+  // bf16 dot path: a K tile in bf16 (halves of floats)
+  const size_t k16 = kBf16Dot ? size_t(p.D + 2) * BK / 2 + 32 : 0;
+  return scratch + k16 + kRowGroup * row_state_floats(p);
+}
+
+inline float* align64(float* x) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(x) + 63) & ~uintptr_t(63));
+}
+
+template <int DT>
+void row_begin(const Problem& p, const Rows& R, int kbeg, int kend, float* mem, RowState& st) {
+  constexpr bool dot = kBf16Dot && DT == BF16;
+  const int D = p.D, Dv = p.Dv;
+  st.R = &R;
+  st.s = seq_of(p, R.b);
+  st.nv = (R.n + W - 1) / W;
+  st.QT = mem;                          // D x BQ, scaled
+  st.OT = st.QT + size_t(D) * BQ;       // Dv x BQ
+  st.m = st.OT + size_t(Dv) * BQ;       // BQ
+  st.l = st.m + BQ;                     // BQ
+  st.QTv = reinterpret_cast<uint16_t*>(align64(st.l + BQ));  // (D + 1) / 2 x BQ pairs
+  const float qmul = p.softcap > 0 ? p.scale / p.softcap : p.scale * kLog2e;
+  if constexpr (dot) {
+    pack_qt_pairs(p, R, st.s, st.QTv);  // q unscaled: the scores are scaled after the product
+  } else {
+    for (int r = 0; r < BQ; ++r) {
+      if (r < R.n) {
+        const int64_t base = R.b * p.qs[0] + R.h[r] * p.qs[1] + (st.s.qo + R.i[r]) * p.qs[2];
+        for (int d = 0; d < D; ++d) st.QT[d * BQ + r] = to_f32<DT>(p.q, base + d * p.qs[3]) * qmul;
+      } else {
+        for (int d = 0; d < D; ++d) st.QT[d * BQ + r] = 0.0f;
+      }
+    }
+  }
+  for (int64_t e = 0; e < int64_t(Dv) * BQ; ++e) st.OT[e] = 0.0f;
+  for (int r = 0; r < BQ; ++r) { st.m[r] = kNegInf; st.l[r] = 0.0f; }
+  row_bounds(p, R, st.s.Lk - st.s.Lq, st.bd);
+  st.klo = p.wl < 0 ? imax(kbeg, 0) : imax(kbeg, imax(st.bd.lo_min, 0));
+  st.khi = imin(kend, st.bd.hi_max >= INT_MAX / 8 ? st.s.Lk : imin(st.bd.hi_max + 1, st.s.Lk));
+  if (p.mask_kind != MASK_NONE)
+    for (int r = 0; r < R.n; ++r) st.mrow[r] = R.b * p.ms[0] + R.h[r] * p.ms[1] + R.i[r] * p.ms[2];
+}
+
+// Keys j0 .. j0 + nk - 1 of (sequence, kv head) as a KVTile (fp16 / bf16 converted into scratch).
+template <int DT>
+KVTile kv_tile(const Problem& p, int64_t kbase, int64_t vbase, int j0, int nk, const Scratch& sc) {
+  constexpr bool dot = kBf16Dot && DT == BF16;
+  const int D = p.D, Dv = p.Dv;
+  KVTile t{};
+  if constexpr (DT == F32) {
+    t.K = static_cast<const float*>(p.k) + kbase + j0 * p.ks[2]; t.ksr = p.ks[2]; t.ksd = p.ks[3];
+    t.V = static_cast<const float*>(p.v) + vbase + j0 * p.vs[2]; t.vsr = p.vs[2]; t.vsd = p.vs[3];
+  } else {
+    for (int j = 0; j < nk; ++j) {
+      if (!dot) convert_row<DT>(sc.KS + j * D, p.k, kbase + (j0 + j) * p.ks[2], p.ks[3], D, 1.0f);
+      convert_row<DT>(sc.VS + j * Dv, p.v, vbase + (j0 + j) * p.vs[2], p.vs[3], Dv, 1.0f);
+    }
+    t.K = sc.KS; t.ksr = D; t.ksd = 1; t.V = sc.VS; t.vsr = Dv; t.vsd = 1;
+  }
+  if constexpr (dot) t.K16 = k_tile_bf16(p, kbase + j0 * p.ks[2], nk, sc.KSb, &t.k16_ld);
+  return t;
+}
+
+// The online-softmax step of one row block against one key block (each step labelled).
+template <int DT, int NV>
+void row_key_block(const Problem& p, RowState& st, int j0, int nk, const KVTile& t,
+                   const Scratch& sc) {
+  constexpr bool dot = kBf16Dot && DT == BF16;
   const bool cap = p.softcap > 0;
   const float qmul = cap ? p.scale / p.softcap : p.scale * kLog2e;
-  // bf16 with AVX512-BF16: S^T = K Q^T as bf16 dot products of the caller's bits, q unscaled
-  constexpr bool dot = kBf16Dot && DT == BF16;
-  const int D2 = D + (D & 1);
-  uint16_t* QTv = reinterpret_cast<uint16_t*>(
-      (reinterpret_cast<uintptr_t>(tmp + 2 * BQ) + 63) & ~uintptr_t(63));  // D2 x BQ pairs
-  uint16_t* KSb = QTv + size_t(D2) * BQ + 32;                                // BK x D2
-  if constexpr (dot) pack_qt_pairs(p, R, s, QTv);
-  // pack q^T, scaled (zero-padded lanes)
-  for (int r = 0; r < BQ && !dot; ++r) {
-    if (r < R.n) {
-      const int64_t base = R.b * p.qs[0] + R.h[r] * p.qs[1] + (s.qo + R.i[r]) * p.qs[2];
-      for (int d = 0; d < D; ++d) QT[d * BQ + r] = to_f32<DT>(p.q, base + d * p.qs[3]) * qmul;
-    } else {
-      for (int d = 0; d < D; ++d) QT[d * BQ + r] = 0.0f;
-    }
+  // 1. S^T = K Q^T; a plain fp32 tile (every key allowed, no softcap, no mask) also takes its
+  //    row max here, in registers, instead of in a second pass over S^T
+  const bool full = st.bd.lo_max <= j0 && j0 + nk - 1 <= st.bd.hi_min;
+  const bool plain = !dot && full && !cap && p.mask_kind == MASK_NONE;
+  for (int v = 0; v < NV; ++v) storev(sc.BM + v * W, splat(kNegInf));
+  if constexpr (dot) {
+    const int D2 = p.D + (p.D & 1);
+    gemm_bf16<OVERWRITE>(nk, NV, sc.ST, BQ, t.K16, t.k16_ld, st.QTv, 2 * BQ, D2 / 2);
+  } else if (plain) {
+    gemm<OVERWRITE_MAX>(nk, NV, sc.ST, BQ, t.K, t.ksr, t.ksd, st.QT, BQ, p.D, sc.BM);
+  } else {
+    gemm<OVERWRITE>(nk, NV, sc.ST, BQ, t.K, t.ksr, t.ksd, st.QT, BQ, p.D);
   }
-  for (int64_t e = 0; e < int64_t(Dv) * BQ; ++e) OT[e] = 0.0f;
-
-  Bounds bd;
-  row_bounds(p, R, off, bd);
-  int klo = imax(kbeg, imax(bd.lo_min, 0));
-  int khi = imin(kend, bd.hi_max >= INT_MAX / 8 ? s.Lk : imin(bd.hi_max + 1, s.Lk));
-  if (p.wl < 0) klo = imax(kbeg, 0);
-
-  int64_t mrow[BQ];
-  if (p.mask_kind != MASK_NONE)
-    for (int r = 0; r < R.n; ++r)
-      mrow[r] = R.b * p.ms[0] + R.h[r] * p.ms[1] + R.i[r] * p.ms[2];
-
-  vf m[NV], l[NV];
-  for (int v = 0; v < NV; ++v) { m[v] = splat(kNegInf); l[v] = splat(0.0f); }
-
-  const int64_t kbase = R.b * p.ks[0] + hk * p.ks[1] + s.ko * p.ks[2];
-  const int64_t vbase = R.b * p.vs[0] + hk * p.vs[1] + s.ko * p.vs[2];
-  for (int j0 = klo; j0 < khi; j0 += BK) {
-    const int nk = imin(BK, khi - j0);
-    const float *Kb, *Vb;
-    int64_t ksr, ksd, vsr, vsd;
-    if constexpr (DT == F32) {
-      Kb = static_cast<const float*>(p.k) + kbase + j0 * p.ks[2]; ksr = p.ks[2]; ksd = p.ks[3];
-      Vb = static_cast<const float*>(p.v) + vbase + j0 * p.vs[2]; vsr = p.vs[2]; vsd = p.vs[3];
-    } else {
-      for (int j = 0; j < nk; ++j) {
-        if (!dot) convert_row<DT>(KS + j * D, p.k, kbase + (j0 + j) * p.ks[2], p.ks[3], D, 1.0f);
-        convert_row<DT>(VS + j * Dv, p.v, vbase + (j0 + j) * p.vs[2], p.vs[3], Dv, 1.0f);
-      }
-      Kb = KS; ksr = D; ksd = 1; Vb = VS; vsr = Dv; vsd = 1;
-    }
-    // 1. S^T = K Q^T; a plain fp32 tile (every key allowed, no softcap, no mask) also takes its
-    //    row max here, in registers, instead of in a second pass over S^T
-    const bool full = bd.lo_max <= j0 && j0 + nk - 1 <= bd.hi_min;
-    const bool plain = !dot && full && !cap && p.mask_kind == MASK_NONE;
-    float* BM = tmp;  // NV * W block maxima, fed by gemm<OVERWRITE_MAX>
-    for (int v = 0; v < NV; ++v) storev(BM + v * W, splat(kNegInf));
-    if constexpr (dot) {
-      int64_t sam;
-      const uint16_t* A = k_tile_bf16(p, kbase + j0 * p.ks[2], nk, KSb, &sam);
-      gemm_bf16<OVERWRITE>(nk, NV, ST, BQ, A, sam, QTv, 2 * BQ, D2 / 2);
-    } else if (plain) {
-      gemm<OVERWRITE_MAX>(nk, NV, ST, BQ, Kb, ksr, ksd, QT, BQ, D, BM);
-    } else {
-      gemm<OVERWRITE>(nk, NV, ST, BQ, Kb, ksr, ksd, QT, BQ, D);
-    }
-    // 2. softcap, mask, causal / window bounds (log2 units) and the block max
-    vf bm[NV];
-    for (int v = 0; v < NV; ++v) bm[v] = loadv(BM + v * W);
-    if (!plain) {
-      bool uniform = true;
-      if (p.mask_kind != MASK_NONE) uniform = load_mask_tile(p, mrow, R.n, j0, nk, MT, MU);
-      score_tile<NV>(p, ST, nk, j0, full, bd, MT, uniform, MU, bm, dot ? qmul : 1.0f);
-    }
-    // 3. new running max; alpha rescales what was accumulated under the old one
-    vf mu[NV], lsum[NV];
-    bool moved = false;
+  // 2. softcap, mask, causal / window bounds (log2 units) and the block max
+  vf bm[NV];
+  for (int v = 0; v < NV; ++v) bm[v] = loadv(sc.BM + v * W);
+  if (!plain) {
+    bool uniform = true;
+    if (p.mask_kind != MASK_NONE) uniform = load_mask_tile(p, st.mrow, st.R->n, j0, nk, sc.MT, sc.MU);
+    score_tile<NV>(p, sc.ST, nk, j0, full, st.bd, sc.MT, uniform, sc.MU, bm, dot ? qmul : 1.0f);
+  }
+  // 3. new running max; alpha rescales what was accumulated under the old one
+  vf mu[NV], lsum[NV];
+  bool moved = false;
+  for (int v = 0; v < NV; ++v) {
+    const vf mo = loadv(st.m + v * W);
+    const vf mn = vmax(mo, bm[v]);
+    mu[v] = sel(mn == kNegInf, splat(0.0f), mn);
+    vi grew = mn != mo;
+    for (int i = 0; i < W; ++i) moved = moved || grew[i];
+    storev(sc.ALPHA + v * W, exp2v(mo - mu[v]));
+    storev(st.m + v * W, mn);
+    lsum[v] = splat(0.0f);
+  }
+  // 4. P^T = exp2(S^T - max), in place, and its row sums
+  for (int j = 0; j < nk; ++j) {
+    float* srow = sc.ST + j * BQ;
     for (int v = 0; v < NV; ++v) {
-      vf mn = vmax(m[v], bm[v]);
-      mu[v] = sel(mn == kNegInf, splat(0.0f), mn);
-      vi grew = mn != m[v];
-      for (int t = 0; t < W; ++t) moved = moved || grew[t];
-      storev(ALPHA + v * W, exp2v(m[v] - mu[v]));
-      m[v] = mn;
-      lsum[v] = splat(0.0f);
+      vf e = exp2v(loadv(srow + v * W) - mu[v]);
+      storev(srow + v * W, e);
+      lsum[v] += e;
     }
-    // 4. P^T = exp2(S^T - max), in place, and its row sums
-    for (int j = 0; j < nk; ++j) {
-      float* srow = ST + j * BQ;
-      for (int v = 0; v < NV; ++v) {
-        vf e = exp2v(loadv(srow + v * W) - mu[v]);
-        storev(srow + v * W, e);
-        lsum[v] += e;
-      }
-    }
-    for (int v = 0; v < NV; ++v) l[v] = l[v] * loadv(ALPHA + v * W) + lsum[v];
-    // 5. O^T = O^T * alpha + V^T P^T (alpha is all ones when no row's max moved: skip it)
-    if (moved) gemm<RESCALE>(Dv, NV, OT, BQ, Vb, vsd, vsr, ST, BQ, nk, ALPHA);
-    else gemm<ACCUMULATE>(Dv, NV, OT, BQ, Vb, vsd, vsr, ST, BQ, nk);
   }
+  for (int v = 0; v < NV; ++v)
+    storev(st.l + v * W, loadv(st.l + v * W) * loadv(sc.ALPHA + v * W) + lsum[v]);
+  // 5. O^T = O^T * alpha + V^T P^T (alpha is all ones when no row's max moved: skip it)
+  if (moved) gemm<RESCALE>(p.Dv, NV, st.OT, BQ, t.V, t.vsd, t.vsr, sc.ST, BQ, nk, sc.ALPHA);
+  else gemm<ACCUMULATE>(p.Dv, NV, st.OT, BQ, t.V, t.vsd, t.vsr, sc.ST, BQ, nk);
+}
 
-  float* mm = tmp;
-  float* ll = tmp + BQ;
-  for (int v = 0; v < NV; ++v) { storev(mm + v * W, m[v]); storev(ll + v * W, l[v]); }
+// o / lse of a finished row block, or its (m, l, unnormalised O^T) for a split-K merge.
+template <int DT>
+void row_end(const Problem& p, const RowState& st, float* partial) {
+  const Rows& R = *st.R;
   if (partial) {
-    for (int r = 0; r < BQ; ++r) { partial[r] = r < NV * W ? mm[r] : kNegInf; partial[BQ + r] = r < NV * W ? ll[r] : 0.0f; }
-    std::memcpy(partial + 2 * BQ, OT, sizeof(float) * size_t(Dv) * BQ);
+    for (int r = 0; r < BQ; ++r) { partial[r] = st.m[r]; partial[BQ + r] = st.l[r]; }
+    std::memcpy(partial + 2 * BQ, st.OT, sizeof(float) * size_t(p.Dv) * BQ);
     return;
   }
   for (int r = 0; r < R.n; ++r) {
-    const float inv = ll[r] == 0.0f ? 0.0f : 1.0f / ll[r];
-    const int64_t ob = R.b * p.os[0] + R.h[r] * p.os[1] + (s.qo + R.i[r]) * p.os[2];
-    for (int e = 0; e < Dv; ++e) store_o<DT>(p, ob + e * p.os[3], OT[e * BQ + r] * inv);
+    const float inv = st.l[r] == 0.0f ? 0.0f : 1.0f / st.l[r];
+    const int64_t ob = R.b * p.os[0] + R.h[r] * p.os[1] + (st.s.qo + R.i[r]) * p.os[2];
+    for (int e = 0; e < p.Dv; ++e) store_o<DT>(p, ob + e * p.os[3], st.OT[e * BQ + r] * inv);
     if (p.lse) {
-      const float lse = ll[r] == 0.0f ? kNegInf : (mm[r] + std::log2(ll[r])) * kLn2;
-      p.lse[R.b * p.ls[0] + R.h[r] * p.ls[1] + (s.qo + R.i[r]) * p.ls[2]] = lse;
+      const float lse = st.l[r] == 0.0f ? kNegInf : (st.m[r] + std::log2(st.l[r])) * kLn2;
+      p.lse[R.b * p.ls[0] + R.h[r] * p.ls[1] + (st.s.qo + R.i[r]) * p.ls[2]] = lse;
     }
   }
 }
 
 template <int DT, int NV = NVMAX>
-void fwd_rows_nv(int nv, const Problem& p, const Rows& R, int k0, int k1, float* ws, float* part) {
+void row_key_block_nv(const Problem& p, RowState& st, int j0, int nk, const KVTile& t,
+                      const Scratch& sc) {
   if constexpr (NV > 0) {
-    if (nv == NV) return fwd_rows_t<DT, NV>(p, R, k0, k1, ws, part);
-    fwd_rows_nv<DT, NV - 1>(nv, p, R, k0, k1, ws, part);
+    if (st.nv == NV) return row_key_block<DT, NV>(p, st, j0, nk, t, sc);
+    row_key_block_nv<DT, NV - 1>(p, st, j0, nk, t, sc);
   }
 }
 
-void fwd_rows(const Problem& p, const Rows& R, int k0, int k1, float* ws, float* part) {
-  const int nv = (R.n + W - 1) / W;
+// A group of row blocks of one (sequence, kv head) against keys [kbeg, kend): each key block is
+// read (and converted) once for the whole group, which divides the K / V traffic by the group
+// size when a head's K and V outgrow the caches.
+template <int DT>
+void fwd_group_t(const Problem& p, const Rows* R, int nr, int kbeg, int kend, float* ws,
+                 float* const* partials) {
+  const int D = p.D, Dv = p.Dv;
+  Scratch sc;
+  sc.ST = align64(ws);                     // BK x BQ
+  sc.MT = sc.ST + size_t(BK) * BQ;         // BK x BQ
+  sc.ALPHA = sc.MT + size_t(BK) * BQ;      // BQ
+  sc.BM = sc.ALPHA + BQ;                   // BQ
+  sc.KS = sc.BM + BQ;                      // BK x D
+  sc.VS = sc.KS + size_t(BK) * D;          // BK x Dv
+  sc.MU = sc.VS + size_t(BK) * Dv;         // BK
+  sc.KSb = reinterpret_cast<uint16_t*>(align64(sc.MU + BK));  // BK x (D + 1)
+  float* states_mem = align64(reinterpret_cast<float*>(sc.KSb) + (kBf16Dot ? (D + 2) * BK / 2 : 0));
+  RowState st[kRowGroup];
+  int lo = INT_MAX, hi = 0;
+  for (int g = 0; g < nr; ++g) {
+    row_begin<DT>(p, R[g], kbeg, kend, states_mem + g * row_state_floats(p), st[g]);
+    if (st[g].klo < st[g].khi) { lo = imin(lo, st[g].klo); hi = imax(hi, st[g].khi); }
+  }
+  const int G = p.Hq / p.Hkv, hk = R[0].h[0] / G;
+  const Seq& s = st[0].s;
+  const int64_t kbase = R[0].b * p.ks[0] + hk * p.ks[1] + s.ko * p.ks[2];
+  const int64_t vbase = R[0].b * p.vs[0] + hk * p.vs[1] + s.ko * p.vs[2];
+  for (int j0 = lo; j0 < hi; j0 += BK) {
+    const int nk = imin(BK, hi - j0);
+    const KVTile t = kv_tile<DT>(p, kbase, vbase, j0, nk, sc);
+    for (int g = 0; g < nr; ++g)  // blocks whose keys this tile does not touch skip it whole
+      if (j0 < st[g].khi && j0 + nk > st[g].klo) row_key_block_nv<DT>(p, st[g], j0, nk, t, sc);
+  }
+  for (int g = 0; g < nr; ++g) row_end<DT>(p, st[g], partials ? partials[g] : nullptr);
+}
+
+void fwd_rows(const Problem& p, const Rows* R, int nr, int k0, int k1, float* ws,
+              float* const* partials) {
   switch (p.dtype) {
-    case F32: return fwd_rows_nv<F32>(nv, p, R, k0, k1, ws, part);
-    case F16: return fwd_rows_nv<F16>(nv, p, R, k0, k1, ws, part);
-    default: return fwd_rows_nv<BF16>(nv, p, R, k0, k1, ws, part);
+    case F32: return fwd_group_t<F32>(p, R, nr, k0, k1, ws, partials);
+    case F16: return fwd_group_t<F16>(p, R, nr, k0, k1, ws, partials);
+    default: return fwd_group_t<BF16>(p, R, nr, k0, k1, ws, partials);
   }
 }
 

@@ -9,6 +9,7 @@
 namespace mlx_attn_cpu {
 
 constexpr int kMaxRows = 64;  // rows in one row block, the most any ISA config uses
+constexpr int kRowGroup = 4;  // row blocks that share each key block's reads (fwd_rows)
 
 // A block of query rows that share one (sequence b, kv head): row r is query i[r] of head h[r].
 struct Rows {
@@ -30,12 +31,15 @@ struct IsaKernels {
   int rows;       // query rows per forward row block (NV * W)
   // forward
   size_t (*fwd_ws)(const Problem&);  // floats of per-thread workspace
-  // partial == nullptr: write o / lse; else store (m, l, unnormalised o) for a split-K merge
-  void (*fwd_rows)(const Problem&, const Rows&, int k0, int k1, float* ws, float* partial);
+  // nr (<= kRowGroup) row blocks of one (sequence, kv head) against keys [k0, k1); partials ==
+  // nullptr: write o / lse; else store block g's (m, l, unnormalised o) at partials[g] for a
+  // split-K merge
+  void (*fwd_rows)(const Problem&, const Rows* R, int nr, int k0, int k1, float* ws,
+                   float* const* partials);
   size_t (*fwd_partial)(const Problem&);  // floats per partial
   void (*fwd_merge)(const Problem&, const Rows&, int nsplit, const float* partials);
-  // decode-sized row blocks (<= 8 rows), same contract as fwd_rows; null when this ISA
-  // has no such kernel (the driver then uses a narrower ISA's fwd_rows for them)
+  // one decode-sized row block (<= 8 rows), otherwise as fwd_rows; null when this ISA has no
+  // such kernel (the driver then uses a narrower ISA's fwd_rows for them)
   size_t (*fwd_small_ws)(const Problem&);
   void (*fwd_small)(const Problem&, const Rows&, int k0, int k1, float* ws, float* partial);
   // backward
