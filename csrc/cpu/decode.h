@@ -24,7 +24,7 @@ static_assert(W == 16, "the decode kernel is AVX-512 only");
 constexpr int kDecodeRows = 8;  // most rows the driver sends to this kernel
 constexpr int BKD = 64;         // keys per chunk (4 score vectors per row)
 
-inline int pad16(int d) { return (d + 15) & ~15; }
+inline int pad16(int d) { return int(round_up(d, 16)); }
 
 size_t fwd_small_ws_floats(const Problem& p) {
   const size_t Dp = pad16(p.D), Dvp = pad16(p.Dv);

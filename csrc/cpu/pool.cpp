@@ -18,6 +18,33 @@
 namespace mlx_attn_cpu {
 namespace {
 
+// Items 0 .. n-1 of one parallel_for, handed out in order to whichever thread asks next; the
+// first exception thrown by fn is kept (and the remaining items dropped) for the caller.
+struct Handout {
+  const std::function<void(int, int)>* fn = nullptr;
+  int n = 0;
+  std::atomic<int> next{0};
+  std::mutex m;
+  std::exception_ptr error;
+
+  void reset(const std::function<void(int, int)>* f, int count) {
+    fn = f; n = count; next.store(0); error = nullptr;
+  }
+  void drain(int tid) {
+    for (;;) {
+      const int item = next.fetch_add(1);
+      if (item >= n) return;
+      try {
+        (*fn)(item, tid);
+      } catch (...) {  // never let it leave a worker (or an OpenMP region)
+        std::lock_guard<std::mutex> lk(m);
+        if (!error) error = std::current_exception();
+        next.store(n);
+      }
+    }
+  }
+};
+
 class Pool {
  public:
   ~Pool() {
@@ -40,37 +67,19 @@ class Pool {
     }
     {
       std::lock_guard<std::mutex> lk(m_);
-      job_ = &fn;
-      total_ = n;
-      next_.store(0);
+      job_.reset(&fn, n);
       helpers_ = threads - 1;
       pending_ = threads - 1;
-      error_ = nullptr;
       ++gen_;
     }
     cv_.notify_all();
-    work(0);
+    job_.drain(0);
     std::unique_lock<std::mutex> lk(m_);
     done_cv_.wait(lk, [this] { return pending_ == 0; });
-    job_ = nullptr;
-    if (error_) std::rethrow_exception(error_);
+    if (job_.error) std::rethrow_exception(job_.error);
   }
 
  private:
-  void work(int tid) {
-    for (;;) {
-      const int item = next_.fetch_add(1);
-      if (item >= total_) return;
-      try {
-        (*job_)(item, tid);
-      } catch (...) {
-        std::lock_guard<std::mutex> lk(m_);
-        if (!error_) error_ = std::current_exception();
-        next_.store(total_);
-      }
-    }
-  }
-
   void loop(int id) {
     uint64_t seen = 0;
     for (;;) {
@@ -81,7 +90,7 @@ class Pool {
         if (stop_) return;
         if (id > helpers_) continue;
       }
-      work(id);
+      job_.drain(id);
       std::lock_guard<std::mutex> lk(m_);
       if (--pending_ == 0) done_cv_.notify_one();
     }
@@ -91,12 +100,10 @@ class Pool {
   std::mutex m_;
   std::condition_variable cv_, done_cv_;
   std::vector<std::thread> workers_;
-  const std::function<void(int, int)>* job_ = nullptr;
-  std::atomic<int> next_{0};
-  int total_ = 0, helpers_ = 0, pending_ = 0;
+  Handout job_;
+  int helpers_ = 0, pending_ = 0;
   uint64_t gen_ = 0;
   bool stop_ = false;
-  std::exception_ptr error_;
 };
 
 // Leaked on purpose: joining threads during interpreter shutdown can deadlock.
@@ -137,29 +144,14 @@ long this_pid() {
 thread_local bool tl_use_openmp = false;
 
 struct OpenMPJob {
-  const std::function<void(int, int)>* fn;
-  int n;
+  Handout items;
   OmpThreadNum thread_num;
-  std::atomic<int> next{0};
-  std::mutex m;
-  std::exception_ptr error;
 };
 
-// The body every thread of the OpenMP team runs: the same dynamic hand-out as our pool.
+// The body every thread of the OpenMP team runs: the same hand-out as our pool's workers.
 void openmp_body(void* data) {
   auto* job = static_cast<OpenMPJob*>(data);
-  const int tid = job->thread_num();
-  for (;;) {
-    const int item = job->next.fetch_add(1);
-    if (item >= job->n) return;
-    try {
-      (*job->fn)(item, tid);
-    } catch (...) {  // exceptions must not leave an OpenMP region
-      std::lock_guard<std::mutex> lk(job->m);
-      if (!job->error) job->error = std::current_exception();
-      job->next.store(job->n);
-    }
-  }
+  job->items.drain(job->thread_num());
 }
 
 }  // namespace
@@ -199,11 +191,10 @@ void parallel_for(int n, int threads, const std::function<void(int, int)>& fn) {
     if (par && g_openmp_pid.load() == this_pid()) {
       // team threads are numbered 0 .. (at most) threads - 1, the caller being 0
       OpenMPJob job;
-      job.fn = &fn;
-      job.n = n;
+      job.items.reset(&fn, n);
       job.thread_num = g_omp_thread_num.load();
       par(openmp_body, &job, unsigned(threads), 0);
-      if (job.error) std::rethrow_exception(job.error);
+      if (job.items.error) std::rethrow_exception(job.items.error);
       return;
     }
   }
