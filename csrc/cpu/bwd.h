@@ -15,8 +15,6 @@ namespace mlx_attn_cpu {
 namespace ATTN_NS {
 namespace {
 
-inline int padw(int d) { return int(round_up(d, W)); }
-
 // f(std::integral_constant<int, nv>) for a run-time nv in 1..NVMAX
 template <class F, int NV = NVMAX>
 inline void with_nv(int nv, F&& f) {
@@ -148,7 +146,7 @@ void bwd_block(const Problem& p, const Seq& s, int b, int h, int i0, int n, int 
   float* DELTA = LSE2 + BQ;                // BQ
 
   const bool cap = p.softcap > 0;
-  const float qmul = cap ? p.scale / p.softcap : p.scale * kLog2e;
+  const float qmul = q_multiplier(p);
   for (int r = 0; r < BQ; ++r) {
     if (r < n) {
       const int i = s.qo + i0 + r;

@@ -156,7 +156,7 @@ void bwd_block_bf16(const Problem& p, const Seq& s, int b, int h, int i0, int n,
   // S^T = K Q^T, then into log2 units (the float32 path folds this scale into q; here q stays
   // exact in bf16)
   gemm_bf16<OVERWRITE>(nk, NV, w.ST, BQ, w.Kb, Dp, w.QTv, 2 * BQ, Dp / 2);
-  const float qmul = p.softcap > 0 ? p.scale / p.softcap : p.scale * kLog2e;
+  const float qmul = q_multiplier(p);
   for (int j = 0; j < nk; ++j)
     for (int v = 0; v < NV; ++v) storev(w.ST + j * BQ + v * W, loadv(w.ST + j * BQ + v * W) * qmul);
   score_tile_bwd<NV>(p, w.ST, w.TT, nk, j0, tm, w.MT, w.MU);

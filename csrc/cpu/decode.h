@@ -24,10 +24,8 @@ static_assert(W == 16, "the decode kernel is AVX-512 only");
 constexpr int kDecodeRows = 8;  // most rows the driver sends to this kernel
 constexpr int BKD = 64;         // keys per chunk (4 score vectors per row)
 
-inline int pad16(int d) { return int(round_up(d, 16)); }
-
 size_t fwd_small_ws_floats(const Problem& p) {
-  const size_t Dp = pad16(p.D), Dvp = pad16(p.Dv);
+  const size_t Dp = padw(p.D), Dvp = padw(p.Dv);
   // Q rows, O rows, scores / P, a K chunk and a V chunk (packed when not float32 rows)
   return kDecodeRows * (Dp + Dvp) + kDecodeRows * BKD + BKD * (Dp + Dvp) + 64;
 }
@@ -157,7 +155,7 @@ inline void pv_rows(int n, float* O, int Dvp, int Dv, const float* P, int ldP, c
 
 template <int DT>
 void fwd_small_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws, float* partial) {
-  const int D = p.D, Dv = p.Dv, Dp = pad16(D), Dvp = pad16(Dv), G = p.Hq / p.Hkv, n = R.n;
+  const int D = p.D, Dv = p.Dv, Dp = padw(D), Dvp = padw(Dv), G = p.Hq / p.Hkv, n = R.n;
   const Seq s = seq_of(p, R.b);
   const int off = s.Lk - s.Lq, hk = R.h[0] / G;
   float* Q = ws;                                  // [8][Dp], scaled
@@ -167,7 +165,7 @@ void fwd_small_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws,
   float* VS = KS + size_t(BKD) * Dp;              // [BKD][Dvp]
 
   const bool cap = p.softcap > 0;
-  const float qmul = cap ? p.scale / p.softcap : p.scale * kLog2e;
+  const float qmul = q_multiplier(p);
   const float capmul = p.softcap * kLog2e;
   for (int r = 0; r < n; ++r) {
     const int64_t base = R.b * p.qs[0] + R.h[r] * p.qs[1] + (s.qo + R.i[r]) * p.qs[2];

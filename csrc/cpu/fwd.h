@@ -32,6 +32,13 @@ constexpr int BQ = NVMAX * W;
 static_assert(BQ <= kMaxRows, "row block too large");
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+inline int padw(int d) { return int(round_up(d, W)); }  // whole vectors
+
+// What q is multiplied by before S = q . k: the scale, and log2(e) for the base-2 softmax, or,
+// with softcap c, 1 / c (the tanh takes s / c and the result is multiplied by c * log2(e)).
+inline float q_multiplier(const Problem& p) {
+  return p.softcap > 0 ? p.scale / p.softcap : p.scale * kLog2e;
+}
 
 size_t fwd_partial_floats(const Problem& p) { return size_t(2 + p.Dv) * BQ; }
 
@@ -197,7 +204,7 @@ void row_begin(const Problem& p, const Rows& R, int kbeg, int kend, float* mem, 
   st.m = st.OT + size_t(Dv) * BQ;       // BQ
   st.l = st.m + BQ;                     // BQ
   st.QTv = reinterpret_cast<uint16_t*>(align64(st.l + BQ));  // (D + 1) / 2 x BQ pairs
-  const float qmul = p.softcap > 0 ? p.scale / p.softcap : p.scale * kLog2e;
+  const float qmul = q_multiplier(p);
   if constexpr (dot) {
     pack_qt_pairs(p, R, st.s, st.QTv);  // q unscaled: the scores are scaled after the product
   } else {
@@ -245,7 +252,7 @@ void row_key_block(const Problem& p, RowState& st, int j0, int nk, const KVTile&
                    const Scratch& sc) {
   constexpr bool dot = kBf16Dot && DT == BF16;
   const bool cap = p.softcap > 0;
-  const float qmul = cap ? p.scale / p.softcap : p.scale * kLog2e;
+  const float qmul = q_multiplier(p);
   // 1. S^T = K Q^T; a plain fp32 tile (every key allowed, no softcap, no mask) also takes its
   //    row max here, in registers, instead of in a second pass over S^T
   const bool full = st.bd.lo_max <= j0 && j0 + nk - 1 <= st.bd.hi_min;
