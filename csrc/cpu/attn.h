@@ -55,7 +55,8 @@ void forward(const Problem& p);
 // Backward: needs q, k, v, o, lse, dout (dlse optional); fills dq, dk, dv.
 void backward(const Problem& p);
 
-// Threads used by the kernels (default: hardware threads, or env MLX_ATTN_THREADS).
+// Threads used by the kernels (default: hardware threads, or env MLX_ATTN_THREADS; at most 4x
+// the hardware threads). A malformed MLX_ATTN_THREADS throws std::invalid_argument.
 int num_threads();
 void set_num_threads(int n);
 // "avx512bf16" (AVX-512 + AVX512-BF16 dot products for bf16), "avx512", "avx2" or "generic"

@@ -43,13 +43,19 @@ size_t bwd_ws_floats(const Problem& p) {
   return f32;
 #endif
 }
-int bwd_dp(const Problem& p) { return padw(p.D); }
 
-// The dq accumulator of one (sequence, kv head): G groups of round_up(Lq, BQ) rows x Dp, rows
-// either in order (float32 path) or, on the bf16 dot-product path, transposed per block of BQ
-// rows ([Dp][BQ] per block). The driver sizes it with kMaxRows >= BQ.
+// The dq accumulator of one (sequence, kv head) with Lq query rows: G groups of round_up(Lq, BQ)
+// rows x Dp, rows either in order (float32 path) or, on the bf16 dot-product path, transposed per
+// block of BQ rows ([Dp][BQ] per block). The driver allocates dq_acc_layout(p, max Lq).floats;
+// the kernels space the groups by dq_acc_layout(p, s.Lq).group_stride (never larger).
+DqAccLayout dq_acc_layout(const Problem& p, int Lq) {
+  DqAccLayout l;
+  l.group_stride = size_t(round_up(imax(Lq, 0), BQ)) * padw(p.D);
+  l.floats = l.group_stride * size_t(p.Hq / p.Hkv);
+  return l;
+}
 inline size_t dq_group_stride(const Problem& p, const Seq& s) {
-  return size_t(round_up(s.Lq, BQ)) * padw(p.D);
+  return dq_acc_layout(p, s.Lq).group_stride;
 }
 
 // delta = rowsum(dO * O) - dlse of query row i (absolute), from its float32 dO row, and the
@@ -197,6 +203,8 @@ void bwd_keys_t(const Problem& p, const KeyRange& kr, float* ws) {
   float* Vp = Kp + size_t(BKB) * Dp;
   float* dK = Vp + size_t(BKB) * Dvp;
   float* dV = dK + size_t(BKB) * Dp;
+  ATTN_CHECK(dV + size_t(BKB) * Dvp <= ws + bwd_ws_floats(p), "backward workspace");
+  ATTN_CHECK(size_t(G) * dq_group_stride(p, s) <= kr.dq_acc_floats, "dq accumulator size");
   const int64_t kbase = kr.b * p.ks[0] + kr.hk * p.ks[1] + s.ko * p.ks[2];
   const int64_t vbase = kr.b * p.vs[0] + kr.hk * p.vs[1] + s.ko * p.vs[2];
   for (int j0 = kr.k0; j0 < kr.k1; j0 += BKB) {
@@ -216,6 +224,8 @@ void bwd_keys_t(const Problem& p, const KeyRange& kr, float* ws) {
       float* dQ = kr.dq_acc + g * dq_group_stride(p, s);
       for (int i0 = ilo; i0 < ihi; i0 += BQ) {
         const int n = imin(BQ, ihi - i0);
+        ATTN_CHECK(size_t(dQ - kr.dq_acc) + size_t(i0 + n) * Dp <= kr.dq_acc_floats,
+                   "dq accumulator block");
         with_nv((n + W - 1) / W, [&](auto nv) {
           bwd_block<DT, decltype(nv)::value>(p, s, kr.b, h, i0, n, j0, nk, ws, Kp, Vp, dK, dV,
                                              dQ + size_t(i0) * Dp);

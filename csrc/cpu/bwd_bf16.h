@@ -188,6 +188,8 @@ void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws) {
   char* base = reinterpret_cast<char*>(ws);
   base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
   const Bf16Ws w = carve_bf16_ws(p, base, &used);
+  ATTN_CHECK(base + used <= reinterpret_cast<char*>(ws + bwd_ws_floats(p)), "bf16 backward workspace");
+  ATTN_CHECK(size_t(G) * dq_group_stride(p, s) <= kr.dq_acc_floats, "dq accumulator size");
   const uint16_t* k16 = static_cast<const uint16_t*>(p.k);
   const uint16_t* v16 = static_cast<const uint16_t*>(p.v);
   const int64_t kbase = kr.b * p.ks[0] + kr.hk * p.ks[1] + s.ko * p.ks[2];
@@ -217,6 +219,9 @@ void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws) {
       // blocks start at multiples of BQ so that dq's transposed blocks line up with bwd_dq's
       for (int i0 = ilo / BQ * BQ; i0 < ihi; i0 += BQ) {
         const int n = imin(BQ, s.Lq - i0);
+        // a whole transposed block of BQ rows, whatever n
+        ATTN_CHECK(size_t(dQ - kr.dq_acc) + size_t(i0 + BQ) * Dp <= kr.dq_acc_floats,
+                   "dq accumulator block");
         with_nv((n + W - 1) / W, [&](auto nv) {
           bwd_block_bf16<decltype(nv)::value>(p, s, kr.b, h, i0, n, j0, nk,
                                               stats.data() + size_t(2) * g * s.Lq, w,

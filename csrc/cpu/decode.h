@@ -163,6 +163,8 @@ void fwd_small_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws,
   float* S = O + size_t(kDecodeRows) * Dvp;       // [8][BKD]: scores, then P
   float* KS = S + size_t(kDecodeRows) * BKD;      // [BKD][Dp]
   float* VS = KS + size_t(BKD) * Dp;              // [BKD][Dvp]
+  ATTN_CHECK(VS + size_t(BKD) * Dvp <= ws + fwd_small_ws_floats(p), "decode workspace");
+  ATTN_CHECK(n >= 1 && n <= kDecodeRows, "decode row block size");
 
   const bool cap = p.softcap > 0;
   const float qmul = q_multiplier(p);

@@ -2,6 +2,7 @@
 // for the forward pass, key ranges for the backward pass), runs them on the pool and merges.
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -107,20 +108,39 @@ int threads_for(int64_t work_items) {
 
 }  // namespace
 
+namespace {
+int hardware_threads() { return int(std::max(1u, std::thread::hardware_concurrency())); }
+// More threads than this only add switching: the kernel is compute-bound. (A few more than the
+// cores are allowed, for tests and for containers whose CPU quota the count does not show.)
+int max_threads() { return 4 * hardware_threads(); }
+
+// MLX_ATTN_THREADS: unset or empty = the hardware threads; else a positive integer (capped).
+int threads_from_env() {
+  const char* env = std::getenv("MLX_ATTN_THREADS");
+  if (!env || !*env) return hardware_threads();
+  char* end = nullptr;
+  errno = 0;
+  const long n = std::strtol(env, &end, 10);
+  while (end && (*end == ' ' || *end == '\t' || *end == '\n')) ++end;
+  if (end == env || *end || errno == ERANGE || n <= 0)
+    throw std::invalid_argument(std::string("MLX_ATTN_THREADS must be a positive integer (threads "
+                                            "of the cpu kernel), got '") + env + "'");
+  return int(std::min<long>(n, max_threads()));
+}
+}  // namespace
+
 int num_threads() {
   int t = g_threads.load();
   if (t <= 0) {
-    const char* env = std::getenv("MLX_ATTN_THREADS");
-    if (env && std::atoi(env) > 0) t = std::atoi(env);
-    else t = int(std::max(1u, std::thread::hardware_concurrency()));
+    t = threads_from_env();
     g_threads.store(t);
   }
   return t;
 }
 
 void set_num_threads(int n) {
-  if (n < 0) throw std::invalid_argument("threads must be >= 0 (0 = default)");
-  g_threads.store(n);
+  if (n < 0) throw std::invalid_argument("threads must be >= 0 (0 = default), got " + std::to_string(n));
+  g_threads.store(std::min(n, max_threads()));
 }
 
 const char* isa_name() { return isa().name; }
@@ -274,7 +294,6 @@ void backward(const Problem& p) {
     return;
   }
   const IsaKernels& K = isa();
-  const int G = p.Hq / p.Hkv, Dp = K.bwd_dp(p);
   const int T = num_threads();
   const int pairs = p.B * p.Hkv;
   if (pairs == 0) return;
@@ -302,14 +321,15 @@ void backward(const Problem& p) {
   const size_t wsz = K.bwd_ws(p);
   std::vector<std::unique_ptr<Buffer>> ws;
   for (int t = 0; t < nthreads; ++t) ws.emplace_back(new Buffer(wsz));
-  // per (sequence, kv head): G groups of maxLq rows rounded up to whole row blocks (bwd.h)
-  const size_t acc_sz = size_t(G) * ((std::max(maxLq, 1) + kMaxRows - 1) / kMaxRows * kMaxRows) * Dp;
+  // per (sequence, kv head): the ISA's own layout for the longest sequence (bwd.h)
+  const size_t acc_sz = std::max<size_t>(K.bwd_dq_layout(p, maxLq).floats, 1);
   if (nsplit == 1) {
     std::vector<std::unique_ptr<Buffer>> acc;
     for (int t = 0; t < nthreads; ++t) acc.emplace_back(new Buffer(acc_sz));
     parallel_for(n, nthreads, [&](int item, int tid) {
       KeyRange kr = items[item];
       kr.dq_acc = acc[tid]->p;
+      kr.dq_acc_floats = acc_sz;
       std::memset(kr.dq_acc, 0, acc_sz * sizeof(float));
       K.bwd_keys(p, kr, ws[tid]->p);
       K.bwd_dq(p, kr.b, kr.hk, kr.dq_acc, 1, 0);
@@ -321,6 +341,7 @@ void backward(const Problem& p) {
   parallel_for(n, nthreads, [&](int item, int tid) {
     KeyRange kr = items[item];
     kr.dq_acc = acc.p + size_t(item) * acc_sz;
+    kr.dq_acc_floats = acc_sz;
     K.bwd_keys(p, kr, ws[tid]->p);
   });
   parallel_for(pairs, nthreads, [&](int pr, int) {

@@ -349,6 +349,8 @@ void fwd_group_t(const Problem& p, const Rows* R, int nr, int kbeg, int kend, fl
   sc.MU = sc.VS + size_t(BK) * Dv;         // BK
   sc.KSb = reinterpret_cast<uint16_t*>(align64(sc.MU + BK));  // BK x (D + 1)
   float* states_mem = align64(reinterpret_cast<float*>(sc.KSb) + (kBf16Dot ? (D + 2) * BK / 2 : 0));
+  ATTN_CHECK(nr >= 1 && nr <= kRowGroup, "row blocks per item");
+  ATTN_CHECK(states_mem + nr * row_state_floats(p) <= ws + fwd_ws_floats(p), "forward workspace");
   RowState st[kRowGroup];
   int lo = INT_MAX, hi = 0;
   for (int g = 0; g < nr; ++g) {

@@ -20,7 +20,7 @@ const IsaKernels& ATTN_TABLE_FN(ATTN_NS)() {
       ATTN_ISA_NAME, ATTN_NS::W, ATTN_NS::BQ,
       ATTN_NS::fwd_ws_floats, ATTN_NS::fwd_rows, ATTN_NS::fwd_partial_floats,
       ATTN_NS::fwd_merge, ATTN_SMALL(ATTN_NS),
-      ATTN_NS::bwd_ws_floats, ATTN_NS::bwd_dp, ATTN_NS::bwd_keys, ATTN_NS::bwd_dq,
+      ATTN_NS::bwd_ws_floats, ATTN_NS::dq_acc_layout, ATTN_NS::bwd_keys, ATTN_NS::bwd_dq,
   };
   return k;
 }

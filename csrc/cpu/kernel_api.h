@@ -3,8 +3,26 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 
 #include "attn.h"
+
+// Bounds-checked debug build (CMake option MLX_ATTN_BOUNDS_CHECK): every carve-up of a workspace
+// and every dq accumulator block is checked against the size the driver allocated; a violation
+// prints where and aborts (a sanitizer or core dump then has the stack). Off: no code at all.
+#ifdef MLX_ATTN_BOUNDS_CHECK
+#define ATTN_CHECK(cond, what)                                                                  \
+  do {                                                                                          \
+    if (!(cond)) {                                                                              \
+      std::fprintf(stderr, "mlx_attn cpu kernel: bounds check failed at %s:%d: %s (%s)\n",       \
+                   __FILE__, __LINE__, what, #cond);                                            \
+      std::abort();                                                                             \
+    }                                                                                           \
+  } while (0)
+#else
+#define ATTN_CHECK(cond, what) ((void)0)
+#endif
 
 namespace mlx_attn_cpu {
 
@@ -19,10 +37,20 @@ struct Rows {
   int i[kMaxRows];
 };
 
+// The float32 dq accumulator of one (sequence, kv head) in the backward pass: the G query heads
+// of the kv head, `group_stride` floats apart, `floats` in all. One function per ISA
+// (bwd.h: dq_acc_layout) gives both the driver's allocation and the kernels' strides, so the two
+// cannot disagree (they once did: the driver rounded rows up to 64, the AVX2 kernels to 24).
+struct DqAccLayout {
+  size_t group_stride = 0;
+  size_t floats = 0;
+};
+
 // A contiguous range of keys of one (sequence b, kv head) for the backward pass.
 struct KeyRange {
   int b = 0, hk = 0, k0 = 0, k1 = 0;
-  float* dq_acc = nullptr;  // [G * Lq_b, Dp] float32 accumulator owned by this item
+  float* dq_acc = nullptr;   // dq accumulator owned by this item (DqAccLayout)
+  size_t dq_acc_floats = 0;  // its allocated size, for the bounds-checked build
 };
 
 struct IsaKernels {
@@ -44,7 +72,7 @@ struct IsaKernels {
   void (*fwd_small)(const Problem&, const Rows&, int k0, int k1, float* ws, float* partial);
   // backward
   size_t (*bwd_ws)(const Problem&);
-  int (*bwd_dp)(const Problem&);      // padded head dim of the dq accumulator
+  DqAccLayout (*bwd_dq_layout)(const Problem&, int Lq);  // dq accumulator of Lq query rows
   void (*bwd_keys)(const Problem&, const KeyRange&, float* ws);
   // dq accumulator rows -> dq (sum of `nacc` accumulators spaced `stride` floats apart)
   void (*bwd_dq)(const Problem&, int b, int hk, const float* acc, int nacc, size_t stride);
