@@ -29,6 +29,11 @@ struct Problem {
   // delta = rowsum(dout * o) must not see o rounded to 8 bits (cancellation when p peaks).
   bool o_f32 = false;
   float* lse = nullptr; int64_t ls[3] = {0, 0, 0};        // (b, h, l), natural log; may be null
+  // Softmax statistics per query row, log2 units: (row max m, log2 of the row sum l), two floats
+  // at stats + (b, h, l) strides. forward() writes them when non-null; backward() reads them in
+  // place of lse (it computes them itself with one extra forward when lse cannot stand in: a
+  // float32 lse of large magnitude, e.g. a row of -1e9 masks, has lost log2(l) to rounding).
+  float* stats = nullptr; int64_t ss[3] = {0, 0, 0};
   const void* mask = nullptr; int mask_kind = MASK_NONE; int mask_type = MT_F32;
   int64_t ms[4] = {0, 0, 0, 0};                          // broadcast dims have stride 0
   float scale = 1.f;
@@ -43,6 +48,13 @@ struct Problem {
   void* dk = nullptr; int64_t dks[4] = {0, 0, 0, 0};
   void* dv = nullptr; int64_t dvs[4] = {0, 0, 0, 0};
 };
+
+// A window side from the caller's integer: one past every int32 length reaches every key
+// (unbounded, -1); a side below -1 stays invalid (forward / backward reject it).
+inline int window_side(int64_t w) {
+  if (w > INT32_MAX) return -1;
+  return w < -2 ? -2 : int(w);
+}
 
 // Combine `causal` with a window's right side (-1 = unbounded).
 inline int fold_causal(bool causal, int wr) {

@@ -16,7 +16,17 @@ namespace {
 
 template <class T> T get(const nb::dict& d, const char* key, T fallback) {
   if (!d.contains(key)) return fallback;
-  return nb::cast<T>(d[key]);
+  T out;
+  if (!nb::try_cast<T>(d[key], out))  // e.g. an int beyond int32: a clear error, not bad_cast
+    throw std::invalid_argument(std::string("mlx_attn cpu kernel: '") + key + "' = " +
+                                nb::cast<std::string>(nb::repr(d[key])) +
+                                " is out of range or of the wrong type");
+  return out;
+}
+
+// A window side: any Python int (beyond int64 fails in get with a clear error).
+int window_of(const nb::dict& d, const char* key) {
+  return window_side(get<int64_t>(d, key, -1));
 }
 
 // spec[name] = (pointer, stride0, stride1, ...) ; pointer 0 or missing = absent
@@ -38,8 +48,8 @@ Problem problem_of(const nb::dict& d) {
   p.D = get<int>(d, "D", 0); p.Dv = get<int>(d, "Dv", 0);
   p.scale = get<float>(d, "scale", 1.0f);
   p.softcap = get<float>(d, "softcap", 0.0f);
-  p.wl = get<int>(d, "wl", -1);
-  p.wr = fold_causal(get<bool>(d, "causal", false), get<int>(d, "wr", -1));
+  p.wl = window_of(d, "wl");
+  p.wr = fold_causal(get<bool>(d, "causal", false), window_of(d, "wr"));
   p.q = array_of<4>(d, "q", p.qs);
   p.k = array_of<4>(d, "k", p.ks);
   p.v = array_of<4>(d, "v", p.vs);

@@ -58,18 +58,26 @@ inline size_t dq_group_stride(const Problem& p, const Seq& s) {
   return dq_acc_layout(p, s.Lq).group_stride;
 }
 
-// delta = rowsum(dO * O) - dlse of query row i (absolute), from its float32 dO row, and the
-// row's lse in log2 units (+inf for a row without keys, so that its P is 0).
+// delta = rowsum(dO * O) - dlse of query row i (absolute), from its float32 dO row, and what P is
+// recomputed from, P = exp2((S - m2) - logl): the row's softmax statistics (p.stats), or its lse
+// in log2 units with logl = 0 (m2 = +inf for a row without keys, so that its P is 0).
 template <int DT>
 inline void row_delta_lse(const Problem& p, int b, int h, int64_t i, const float* dorow,
-                          float* delta, float* lse2) {
+                          float* delta, float* lse2, float* logl) {
   const int64_t ob = b * p.os[0] + h * p.os[1] + i * p.os[2];
   float acc = 0.0f;
   for (int e = 0; e < p.Dv; ++e) acc += dorow[e] * load_o<DT>(p, ob + e * p.os[3]);
   if (p.dlse) acc -= p.dlse[b * p.dls[0] + h * p.dls[1] + i * p.dls[2]];
   *delta = acc;
+  if (p.stats) {
+    const float* st = p.stats + b * p.ss[0] + h * p.ss[1] + i * p.ss[2];
+    *lse2 = st[0];
+    *logl = st[1];
+    return;
+  }
   const float lse = p.lse[b * p.ls[0] + h * p.ls[1] + i * p.ls[2]];
   *lse2 = lse == kNegInf ? INFINITY : lse * kLog2e;
+  *logl = 0.0f;
 }
 
 // Causal / window bounds and the mask tile of one (query block, key block).
@@ -150,6 +158,7 @@ void bwd_block(const Problem& p, const Seq& s, int b, int h, int i0, int n, int 
   float* MU = MT + size_t(BKB) * BQ;        // BKB
   float* LSE2 = MU + BKB;                   // BQ
   float* DELTA = LSE2 + BQ;                // BQ
+  float* LOGL = DELTA + BQ;                // BQ
 
   const bool cap = p.softcap > 0;
   const float qmul = q_multiplier(p);
@@ -164,7 +173,7 @@ void bwd_block(const Problem& p, const Seq& s, int b, int h, int i0, int n, int 
       for (int e = Dv; e < Dvp; ++e) dOp[r * Dvp + e] = 0.0f;
       for (int d = 0; d < D; ++d) QT[d * BQ + r] = Qp[r * Dp + d] * qmul;
       for (int e = 0; e < Dv; ++e) dOT[e * BQ + r] = dOp[r * Dvp + e];
-      row_delta_lse<DT>(p, b, h, i, dOp + r * Dvp, DELTA + r, LSE2 + r);
+      row_delta_lse<DT>(p, b, h, i, dOp + r * Dvp, DELTA + r, LSE2 + r, LOGL + r);
     } else {
       for (int d = 0; d < Dp; ++d) Qp[r * Dp + d] = 0.0f;
       for (int e = 0; e < Dvp; ++e) dOp[r * Dvp + e] = 0.0f;
@@ -172,18 +181,21 @@ void bwd_block(const Problem& p, const Seq& s, int b, int h, int i0, int n, int 
       for (int e = 0; e < Dv; ++e) dOT[e * BQ + r] = 0.0f;
       DELTA[r] = 0.0f;
       LSE2[r] = INFINITY;
+      LOGL[r] = 0.0f;
     }
   }
   const TileMasking tm = tile_masking(p, s, b, h, i0, n, j0, nk, MT, MU);
   gemm<OVERWRITE>(nk, NV, ST, BQ, Kp, Dp, 1, QT, BQ, D);
   score_tile_bwd<NV>(p, ST, TT, nk, j0, tm, MT, MU);
-  vf lse2[NV], delta[NV];
-  for (int v = 0; v < NV; ++v) { lse2[v] = loadv(LSE2 + v * W); delta[v] = loadv(DELTA + v * W); }
+  vf lse2[NV], logl[NV], delta[NV];
+  for (int v = 0; v < NV; ++v) {
+    lse2[v] = loadv(LSE2 + v * W); logl[v] = loadv(LOGL + v * W); delta[v] = loadv(DELTA + v * W);
+  }
   gemm<OVERWRITE>(nk, NV, DPT, BQ, Vp, Dvp, 1, dOT, BQ, Dv);
   for (int j = 0; j < nk; ++j)
     for (int v = 0; v < NV; ++v) {
       const int o = j * BQ + v * W;
-      vf pr = exp2v(loadv(ST + o) - lse2[v]);
+      vf pr = exp2v((loadv(ST + o) - lse2[v]) - logl[v]);  // S - m2 first: exact near m2
       storev(ST + o, pr);
       vf ds = pr * (loadv(DPT + o) - delta[v]);
       if (cap) { vf t = loadv(TT + o); ds = ds * (1.0f - t * t); }

@@ -34,7 +34,7 @@ struct Bf16Ws {
   uint16_t *Qd, *dOd;        // (Q, Q) pairs [BQ][Dp][2], (dO, dO) pairs [BQ][Dvp][2]
   float *ST, *DPT, *TT, *MT, *MU;  // scores / P, dP / dS, tanh, mask tile, uniform mask
   uint16_t *Ps, *dSs;        // (hi, lo) pairs of P^T and dS^T: [BKB][BQ][2]
-  float *LSE2, *DELTA, *dO32;
+  float *LSE2, *LOGL, *DELTA, *dO32;
 };
 
 // Hands out 64-byte aligned pieces of a workspace; base == nullptr only measures.
@@ -65,6 +65,7 @@ inline Bf16Ws carve_bf16_ws(const Problem& p, char* base, size_t* used) {
   w.MU = c.take<float>(BKB);
   for (uint16_t** t : {&w.Ps, &w.dSs}) *t = c.take<uint16_t>(BKB * BQ * 2);
   w.LSE2 = c.take<float>(BQ);
+  w.LOGL = c.take<float>(BQ);
   w.DELTA = c.take<float>(BQ);
   w.dO32 = c.take<float>(Dvp);
   *used = c.off;
@@ -120,8 +121,10 @@ inline void pack_operand(const uint16_t* at, int64_t rs, int64_t ds, int D, int 
     }
 }
 
+constexpr int kRowStats = 3;  // per query row: delta, m2, logl
+
 // q and dO of a query block in their product layouts, and the rows' delta and lse (log2 units)
-// from `stats` (delta then lse2 per query row of head h, precomputed by bwd_keys_bf16).
+// from `stats` (delta, m2, logl per query row of head h, precomputed by bwd_keys_bf16).
 inline void pack_query_block(const Problem& p, const Seq& s, int b, int h, int i0, int n, int lanes,
                              const float* stats, const Bf16Ws& w) {
   const int64_t i = s.qo + i0;
@@ -130,19 +133,21 @@ inline void pack_query_block(const Problem& p, const Seq& s, int b, int h, int i
   pack_operand(static_cast<const uint16_t*>(p.dout) + b * p.dos[0] + h * p.dos[1] + i * p.dos[2],
                p.dos[2], p.dos[3], p.Dv, n, lanes, w.dOTv, w.dOd);
   for (int r = 0; r < lanes; ++r) {
-    w.DELTA[r] = r < n ? stats[2 * (i0 + r)] : 0.0f;
-    w.LSE2[r] = r < n ? stats[2 * (i0 + r) + 1] : INFINITY;
+    w.DELTA[r] = r < n ? stats[kRowStats * (i0 + r)] : 0.0f;
+    w.LSE2[r] = r < n ? stats[kRowStats * (i0 + r) + 1] : INFINITY;
+    w.LOGL[r] = r < n ? stats[kRowStats * (i0 + r) + 2] : 0.0f;
   }
 }
 
-// delta and lse2 of every query row of (b, head h): stats[2 i], stats[2 i + 1]
+// delta, m2 and logl of every query row of (b, head h), kRowStats floats per row
 inline void row_stats(const Problem& p, const Seq& s, int b, int h, float* dO32, float* stats) {
   const uint16_t* g16 = static_cast<const uint16_t*>(p.dout);
   for (int i = 0; i < s.Lq; ++i) {
     const int64_t row = s.qo + i;
     const int64_t gb = b * p.dos[0] + h * p.dos[1] + row * p.dos[2];
     for (int e = 0; e < p.Dv; ++e) dO32[e] = bf16_to_f32(g16[gb + e * p.dos[3]]);
-    row_delta_lse<BF16>(p, b, h, row, dO32, stats + 2 * i, stats + 2 * i + 1);
+    float* at = stats + kRowStats * i;
+    row_delta_lse<BF16>(p, b, h, row, dO32, at, at + 1, at + 2);
   }
 }
 
@@ -163,13 +168,15 @@ void bwd_block_bf16(const Problem& p, const Seq& s, int b, int h, int i0, int n,
 
   // dP^T = V dO^T; P = exp2(S - lse); dS = P (dP - delta) [* (1 - tanh^2)]
   gemm_bf16<OVERWRITE>(nk, NV, w.DPT, BQ, w.Vb, Dvp, w.dOTv, 2 * BQ, Dvp / 2);
-  vf lse2[NV], delta[NV];
-  for (int v = 0; v < NV; ++v) { lse2[v] = loadv(w.LSE2 + v * W); delta[v] = loadv(w.DELTA + v * W); }
+  vf lse2[NV], logl[NV], delta[NV];
+  for (int v = 0; v < NV; ++v) {
+    lse2[v] = loadv(w.LSE2 + v * W); logl[v] = loadv(w.LOGL + v * W); delta[v] = loadv(w.DELTA + v * W);
+  }
   const bool cap = p.softcap > 0;
   for (int j = 0; j < nk; ++j)
     for (int v = 0; v < NV; ++v) {
       const int o = j * BQ + v * W;
-      vf pr = exp2v(loadv(w.ST + o) - lse2[v]);
+      vf pr = exp2v((loadv(w.ST + o) - lse2[v]) - logl[v]);
       vf ds = pr * (loadv(w.DPT + o) - delta[v]);
       if (cap) { vf t = loadv(w.TT + o); ds = ds * (1.0f - t * t); }
       store_split_pairs(w.Ps + 2 * o, (__m512)pr);
@@ -195,9 +202,9 @@ void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws) {
   const int64_t kbase = kr.b * p.ks[0] + kr.hk * p.ks[1] + s.ko * p.ks[2];
   const int64_t vbase = kr.b * p.vs[0] + kr.hk * p.vs[1] + s.ko * p.vs[2];
   // delta and lse of every query row of the group, once rather than per key block
-  std::vector<float> stats(size_t(2) * G * s.Lq);
+  std::vector<float> stats(size_t(kRowStats) * G * s.Lq);
   for (int g = 0; g < G; ++g)
-    row_stats(p, s, kr.b, kr.hk * G + g, w.dO32, stats.data() + size_t(2) * g * s.Lq);
+    row_stats(p, s, kr.b, kr.hk * G + g, w.dO32, stats.data() + size_t(kRowStats) * g * s.Lq);
   for (int j0 = kr.k0; j0 < kr.k1; j0 += BKB) {
     const int nk = imin(BKB, kr.k1 - j0);
     for (int j = 0; j < nk; ++j) {
@@ -224,7 +231,7 @@ void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws) {
                    "dq accumulator block");
         with_nv((n + W - 1) / W, [&](auto nv) {
           bwd_block_bf16<decltype(nv)::value>(p, s, kr.b, h, i0, n, j0, nk,
-                                              stats.data() + size_t(2) * g * s.Lq, w,
+                                              stats.data() + size_t(kRowStats) * g * s.Lq, w,
                                               dQ + size_t(i0) * Dp);
         });
       }

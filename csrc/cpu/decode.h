@@ -214,9 +214,9 @@ void fwd_small_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws,
         if (masked) {  // mask values of the (up to) 16 keys, then added or applied as keep/remove
           const int j1 = j0 + c * 16, cnt = imin(16, j0 + nk - j1);
           for (int t = 0; t < 16; ++t)
-            mb[t] = t < cnt ? mask_value(p.mask_type, p.mask, mrow[r] + (j1 + t) * p.ms[3]) : 0.0f;
+            mb[t] = t < cnt ? mask_log2(p.mask_type, p.mask, mrow[r] + (j1 + t) * p.ms[3]) : 0.0f;
           const __m512 mv = _mm512_load_ps(mb);
-          x = add ? _mm512_fmadd_ps(mv, _mm512_set1_ps(kLog2e), x)
+          x = add ? _mm512_add_ps(mv, x)  // mv: log2 units
                   : _mm512_mask_blend_ps(_mm512_cmp_ps_mask(mv, _mm512_set1_ps(kNegInf), _CMP_EQ_OQ),
                                          x, _mm512_set1_ps(kNegInf));
         }
@@ -260,9 +260,7 @@ void fwd_small_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws,
     const float inv = l[r] == 0.0f ? 0.0f : 1.0f / l[r];
     const int64_t ob = R.b * p.os[0] + R.h[r] * p.os[1] + (s.qo + R.i[r]) * p.os[2];
     for (int e = 0; e < Dv; ++e) store_o<DT>(p, ob + e * p.os[3], O[size_t(r) * Dvp + e] * inv);
-    if (p.lse)
-      p.lse[R.b * p.ls[0] + R.h[r] * p.ls[1] + (s.qo + R.i[r]) * p.ls[2]] =
-          l[r] == 0.0f ? kNegInf : (m[r] + std::log2(l[r])) * kLn2;
+    store_row_stats(p, R.b, R.h[r], s.qo + R.i[r], m[r], l[r]);
   }
 }
 

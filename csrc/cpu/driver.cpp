@@ -2,6 +2,7 @@
 // for the forward pass, key ranges for the backward pass), runs them on the pool and merges.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -87,6 +88,7 @@ void check(const Problem& p, bool backward) {
   if (p.mask_kind != MASK_NONE && (!p.mask || p.mask_type < MT_BOOL || p.mask_type > MT_BF16))
     bad("mask pointer or type missing");
   if (p.mask_kind != MASK_NONE && p.cu_q) bad("varlen takes no mask");
+  if (p.wl < -1 || p.wr < -1) bad("window sides must be >= 0, or -1 for unbounded");
   if (!backward && any_q && !p.o) bad("out is required");
   if (backward && ((any_q && (!p.o || !p.lse || !p.dout || !p.dq)) || (any_k && (!p.dk || !p.dv))))
     bad("backward needs o, lse, dout, dq, dk and dv");
@@ -98,6 +100,16 @@ void check(const Problem& p, bool backward) {
     if (p.cu_q[0] != 0 || p.cu_k[0] != 0 || p.cu_q[p.B] != p.Lq || p.cu_k[p.B] != p.Lk)
       bad("cu_seqlens must start at 0 and end at the totals");
   }
+}
+
+// A window side that reaches past every sequence is unbounded (-1): the kernels' int arithmetic on
+// i + off +- side then cannot overflow, whatever the caller passed (the front end does the same).
+Problem with_window_canonical(const Problem& p) {
+  Problem q = p;
+  const int reach = std::max(p.Lq, p.Lk);  // totals bound every sequence, varlen included
+  if (q.wl > reach) q.wl = -1;
+  if (q.wr > reach) q.wr = -1;
+  return q;
 }
 
 int threads_for(int64_t work_items) {
@@ -153,8 +165,9 @@ void set_isa(const char* name) {
   g_isa.store(k);
 }
 
-void forward(const Problem& p) {
-  check(p, false);
+void forward(const Problem& p_in) {
+  check(p_in, false);
+  const Problem p = with_window_canonical(p_in);
   const int G = p.Hq / p.Hkv;
   // Decode-sized row blocks (<= 8 rows) waste most of a 16-lane vector in fwd_rows, whose lanes
   // are query rows: the ISA's fwd_small (head dim across the lanes) takes them when it has one,
@@ -276,20 +289,51 @@ void forward(const Problem& p) {
   });
 }
 
-void backward(const Problem& p) {
-  check(p, true);
-  if (p.dtype != F32 && !p.o_f32 && p.B > 0 && p.Lq > 0 && p.Lk > 0) {
-    // fp16 / bf16: recompute o in float32 (one extra forward, O(Lq * Dv) memory) so that
-    // delta = rowsum(dout * o) is exact to float32; the caller's rounded o loses the small
-    // differences dp - delta when the softmax peaks. FlashAttention 2 uses the rounded o.
+namespace {
+
+// Whether lse can stand in for the softmax statistics in the backward: P = exp2(S - lse2) loses
+// log2(l) to rounding once |lse2| passes 2^8 (its float32 ulp is then 2^-15 or coarser): rows
+// whose every key carries a large finite mask (-1e4, -1e9, finfo.min).
+bool lse_is_coarse(const Problem& p) {
+  if (!p.lse) return false;
+  for (int b = 0; b < p.B; ++b) {
+    const Seq s = seq_of(p, b);
+    for (int h = 0; h < p.Hq; ++h)
+      for (int i = 0; i < s.Lq; ++i) {
+        const float lse = p.lse[b * p.ls[0] + h * p.ls[1] + (s.qo + i) * p.ls[2]];
+        if (std::isfinite(lse) && std::fabs(lse) * 1.4426950408889634f > 256.0f) return true;
+      }
+  }
+  return false;
+}
+
+}  // namespace
+
+void backward(const Problem& p_in) {
+  check(p_in, true);
+  const Problem p = with_window_canonical(p_in);
+  const bool half = p.dtype != F32 && !p.o_f32;
+  if (!p.stats && p.B > 0 && p.Lq > 0 && p.Lk > 0 && (half || lse_is_coarse(p))) {
+    // One extra forward (O(Lq * Dv) memory) for what the backward recomputes P and delta from:
+    // - the softmax statistics (row max, log2 row sum) instead of lse, always for fp16 / bf16
+    //   (the forward runs anyway) and for float32 when lse is too coarse (lse_is_coarse);
+    // - fp16 / bf16: o in float32, so that delta = rowsum(dout * o) is exact to float32; the
+    //   caller's rounded o loses the small differences dp - delta when the softmax peaks
+    //   (FlashAttention 2 uses the rounded o).
     const int64_t rows = int64_t(p.cu_q ? 1 : p.B) * p.Hq * p.Lq;
-    Buffer o32(size_t(rows) * p.Dv);
+    Buffer o32(size_t(rows) * p.Dv), stats(size_t(rows) * 2);
     Problem f = p;
     f.o = o32.p; f.o_f32 = true; f.lse = nullptr;
     f.os[0] = p.cu_q ? 0 : int64_t(p.Hq) * p.Lq * p.Dv;  // [B, Hq, Lq, Dv]; varlen [Hq, total, Dv]
     f.os[1] = int64_t(p.Lq) * p.Dv; f.os[2] = p.Dv; f.os[3] = 1;
+    f.stats = stats.p;
+    f.ss[0] = p.cu_q ? 0 : int64_t(p.Hq) * p.Lq * 2; f.ss[1] = int64_t(p.Lq) * 2; f.ss[2] = 2;
     forward(f);
     f.lse = p.lse;
+    if (!half) {  // float32: the caller's o is exact
+      f.o = p.o; f.o_f32 = p.o_f32;
+      for (int d = 0; d < 4; ++d) f.os[d] = p.os[d];
+    }
     backward(f);
     return;
   }

@@ -42,6 +42,19 @@ inline float q_multiplier(const Problem& p) {
 
 size_t fwd_partial_floats(const Problem& p) { return size_t(2 + p.Dv) * BQ; }
 
+// What a finished row leaves besides o: its lse and, when asked, its softmax statistics, from its
+// max m2 and sum l (log2 units; l == 0: no key, lse -inf, and statistics that make P zero).
+inline void store_row_stats(const Problem& p, int b, int h, int64_t row, float m2, float l) {
+  if (p.lse)
+    p.lse[b * p.ls[0] + h * p.ls[1] + row * p.ls[2]] =
+        l == 0.0f ? kNegInf : (m2 + std::log2(l)) * kLn2;
+  if (p.stats) {
+    float* st = p.stats + b * p.ss[0] + h * p.ss[1] + row * p.ss[2];
+    st[0] = l == 0.0f ? INFINITY : m2;
+    st[1] = l == 0.0f ? 0.0f : std::log2(l);
+  }
+}
+
 // Per-lane key bounds [lo, hi] of a row block, and the union / intersection over its rows.
 struct Bounds {
   vi lo[NVMAX], hi[NVMAX];
@@ -88,7 +101,7 @@ inline void score_tile(const Problem& p, float* ST, int nk, int j0, bool full, c
       if (cap) x = tanhv(x) * capmul;
       if (p.mask_kind != MASK_NONE) {
         vf mv = mask_uniform ? mu : loadv(MT + j * BQ + v * W);
-        x = add ? x + mv * kLog2e : sel(mv == kNegInf, splat(kNegInf), x);
+        x = add ? x + mv : sel(mv == kNegInf, splat(kNegInf), x);  // mv: log2 units
       }
       if (!full) x = sel((jj >= bd.lo[v]) & (jj <= bd.hi[v]), x, splat(kNegInf));
       storev(srow + v * W, x);
@@ -97,18 +110,18 @@ inline void score_tile(const Problem& p, float* ST, int nk, int j0, bool full, c
   }
 }
 
-// Mask values of a tile: uniform across the rows (one value per key) or per (key, row).
+// Mask values of a tile (log2 units): uniform across the rows (one value per key) or per (key, row).
 inline bool load_mask_tile(const Problem& p, const int64_t* mrow, int n, int j0, int nk,
                            float* MT, float* muni) {
   bool uniform = true;
   for (int r = 1; r < n; ++r) uniform = uniform && mrow[r] == mrow[0];
   const int64_t s3 = p.ms[3];
   if (uniform) {
-    for (int j = 0; j < nk; ++j) muni[j] = mask_value(p.mask_type, p.mask, mrow[0] + (j0 + j) * s3);
+    for (int j = 0; j < nk; ++j) muni[j] = mask_log2(p.mask_type, p.mask, mrow[0] + (j0 + j) * s3);
   } else {
     for (int r = 0; r < BQ; ++r)
       for (int j = 0; j < nk; ++j)
-        MT[j * BQ + r] = r < n ? mask_value(p.mask_type, p.mask, mrow[r] + (j0 + j) * s3) : 0.0f;
+        MT[j * BQ + r] = r < n ? mask_log2(p.mask_type, p.mask, mrow[r] + (j0 + j) * s3) : 0.0f;
   }
   return uniform;
 }
@@ -316,10 +329,7 @@ void row_end(const Problem& p, const RowState& st, float* partial) {
     const float inv = st.l[r] == 0.0f ? 0.0f : 1.0f / st.l[r];
     const int64_t ob = R.b * p.os[0] + R.h[r] * p.os[1] + (st.s.qo + R.i[r]) * p.os[2];
     for (int e = 0; e < p.Dv; ++e) store_o<DT>(p, ob + e * p.os[3], st.OT[e * BQ + r] * inv);
-    if (p.lse) {
-      const float lse = st.l[r] == 0.0f ? kNegInf : (st.m[r] + std::log2(st.l[r])) * kLn2;
-      p.lse[R.b * p.ls[0] + R.h[r] * p.ls[1] + (st.s.qo + R.i[r]) * p.ls[2]] = lse;
-    }
+    store_row_stats(p, R.b, R.h[r], st.s.qo + R.i[r], st.m[r], st.l[r]);
   }
 }
 
@@ -403,9 +413,7 @@ void fwd_merge_t(const Problem& p, const Rows& R, int nsplit, const float* parts
         if (wgt[t] != 0.0f) acc += parts[t * stride + 2 * BQ + e * BQ + r] * wgt[t];
       store_o<DT>(p, ob + e * p.os[3], acc * inv);
     }
-    if (p.lse)
-      p.lse[R.b * p.ls[0] + R.h[r] * p.ls[1] + (s.qo + R.i[r]) * p.ls[2]] =
-          L == 0.0f ? kNegInf : (M + std::log2(L)) * kLn2;
+    store_row_stats(p, R.b, R.h[r], s.qo + R.i[r], M, L);
   }
 }
 

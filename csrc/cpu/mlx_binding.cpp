@@ -16,11 +16,11 @@ NB_MODULE(_mlx_primitive, m) {
       "attention",
       [](const mx::array& q, const mx::array& k, const mx::array& v,
          std::optional<mx::array> mask, std::optional<mx::array> cu_q,
-         std::optional<mx::array> cu_k, float scale, float softcap, int wl, int wr, bool causal,
+         std::optional<mx::array> cu_k, float scale, float softcap, int64_t wl, int64_t wr, bool causal,
          int mask_kind) {
         AttnParams p;
-        p.scale = scale; p.softcap = softcap; p.wl = wl;
-        p.wr = fold_causal(causal, wr);
+        p.scale = scale; p.softcap = softcap; p.wl = window_side(wl);
+        p.wr = fold_causal(causal, window_side(wr));
         p.mask_kind = mask_kind;
         return mlx_attention(q, k, v, mask, cu_q, cu_k, p);
       },

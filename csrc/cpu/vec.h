@@ -4,6 +4,7 @@
 // per vector) and ATTN_NS (a namespace unique to that TU) and is compiled with its own -m flags.
 // Everything here has internal linkage so no code built for one ISA can leak into another TU.
 #pragma once
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -171,6 +172,15 @@ inline float mask_value(int type, const void* m, int64_t i) {
     case MT_F16: return f16_to_f32(static_cast<const uint16_t*>(m)[i]);
     default: return bf16_to_f32(static_cast<const uint16_t*>(m)[i]);
   }
+}
+
+// A mask value in the kernels' log2 units. A finite value stays finite, saturating at +-FLT_MAX:
+// finfo(float32).min * log2(e) would overflow to -inf, which would remove the key (SPEC: only
+// -inf removes one; a row of finfo.min is a softmax over its finite scores).
+inline float mask_log2(int type, const void* m, int64_t i) {
+  const float v = mask_value(type, m, i);
+  const float w = v * kLog2e;
+  return (std::isinf(w) && !std::isinf(v)) ? std::copysign(FLT_MAX, v) : w;
 }
 
 template <class T> inline T imin(T a, T b) { return a < b ? a : b; }
