@@ -124,16 +124,45 @@ class EmulatedKernel:
                               threadgroup, init_value)
 
 
+# The keys of mx.fast.metal_kernel's `compile_options` and their allowed values
+# (MLX's python/src/fast.cpp, parse_compile_options); MLX rejects any other key.
+COMPILE_OPTIONS = {"math_mode": ("safe", "relaxed", "fast")}
+
+
+def check_compile_options(compile_options) -> dict:
+    """``compile_options`` checked as ``mx.fast.metal_kernel`` checks them: None
+    or a dict whose keys are among :data:`COMPILE_OPTIONS`, each with one of its
+    allowed string values. Returns a copy; raises ValueError (an unknown key, a
+    value not allowed, not a dict) or TypeError (a key or value that is not a str)."""
+    if compile_options is None:
+        return {}
+    supported = ", ".join(f"`{k}`" for k in COMPILE_OPTIONS)
+    if not isinstance(compile_options, dict):
+        raise ValueError(f"[metal_kernel] Expected `compile_options` to be a dict, got "
+                         f"{type(compile_options).__name__}. Supported options: {supported}.")
+    for key, value in compile_options.items():
+        if not isinstance(key, str):
+            raise TypeError(f"[metal_kernel] compile option names must be str, got {key!r}. "
+                            f"Supported options: {supported}.")
+        if key not in COMPILE_OPTIONS:
+            raise ValueError(f"[metal_kernel] Unknown compile option `{key}`. Supported options: {supported}.")
+        allowed = COMPILE_OPTIONS[key]
+        choices = ", ".join(repr(a) for a in allowed[:-1]) + f", or {allowed[-1]!r}"
+        if not isinstance(value, str):
+            raise TypeError(f"[metal_kernel] Expected {key} to be {choices} (a str), got {value!r}.")
+        if value not in allowed:
+            raise ValueError(f"[metal_kernel] Expected {key} to be {choices}, got {value!r}.")
+    return dict(compile_options)
+
+
 def metal_kernel(name: str, input_names, output_names, source: str, header: str = "",
                  ensure_row_contiguous: bool = True, atomic_outputs: bool = False, compile_options=None):
     """Drop-in replacement for ``mx.fast.metal_kernel`` that runs the kernel on
-    the CPU under the MSL emulator. ``compile_options`` (math_mode) is accepted
-    and ignored: the emulator always computes IEEE results."""
+    the CPU under the MSL emulator. ``compile_options`` is checked as MLX checks
+    it (only ``math_mode``, one of "safe", "relaxed", "fast"; any other key is an
+    error) and then ignored: the emulator always computes IEEE results."""
     if not output_names:
         raise ValueError("[metal_kernel] Must specify at least one output.")
-    if compile_options is not None:
-        mode = dict(compile_options).get("math_mode", "safe")
-        if mode not in ("safe", "relaxed", "fast"):
-            raise ValueError("[metal_kernel] Invalid Metal math mode.")
+    compile_options = check_compile_options(compile_options)
     return EmulatedKernel(name, input_names, output_names, source, header, ensure_row_contiguous, atomic_outputs,
                           compile_options)

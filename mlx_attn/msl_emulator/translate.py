@@ -16,6 +16,12 @@ Rewrites:
 * floating literals without suffix become ``float`` (MSL has no double),
   ``1.0h`` becomes a ``half``.
 * swizzles ``.xy``, ``.zyx``, ``.rgb`` ... become calls on the vector type.
+* every conditional expression ``c ? a : b`` becomes ``c ? static_cast<A>(a) :
+  static_cast<B>(b)``, A and B computed from ``decltype((a))`` and ``decltype((b))``
+  by ``msl_emu::cond_of`` (shim/msl_types.h), so that the operands get MSL's usual
+  arithmetic conversions (``c ? half : float`` is a float, ``c ? half : int`` a
+  half), which C++ rejects with a class-type ``half``. Other conditionals keep
+  their C++ type and value category, and only one operand is evaluated.
 """
 from __future__ import annotations
 
@@ -305,7 +311,244 @@ class _Translator:
         self.toks[self.sig[k]].text = f"template {fn}<{idx}>()"
 
 
+_OPEN = {"(", "[", "{"}
+_CLOSE = {")", "]", "}"}
+# names before `<` that always open a template argument list (casts, MSL and shim templates)
+_TEMPLATE_NAMES = {"static_cast", "reinterpret_cast", "const_cast", "dynamic_cast", "as_type", "vec", "packed_vec",
+                   "numeric_limits", "Limits", "simdgroup_matrix", "atomic", "dptr", "tg_var", "_sw", "_swref"}
+# tokens that end the search for the `>` of a template argument list
+_NOT_TEMPLATE_ARGS = {";", "?", ":", "&&", "||", "="} | _ASSIGN_OPS
+
+
+def _cond_cast(a: str, b: str) -> str:
+    # no comma outside parentheses: the conditional may be a macro argument
+    return f"static_cast<typename ::msl_emu::cond_of<decltype(({a}))>::template vs<decltype(({b}))>::type>("
+
+
+def _cond_value(a: str, b: str) -> str:
+    return (f"::msl_emu::cond_make<typename ::msl_emu::cond_of<decltype(({a}))>::template "
+            f"result<decltype(({b}))>::type>()")
+
+
+class _Conditionals:
+    """Rewrites the operands of every conditional expression of (translated)
+    C++ text; see the module docstring. Token-level: the second operand runs
+    from `?` to its matching `:`; the third to the first `,` `;` `:` or
+    unmatched closing bracket at its nesting level (the C++ grammar: an
+    assignment-expression). A conditional whose extent is not certain (inside
+    `#if`, across a preprocessor line, a `>` that may close a template argument
+    list) is left as it is. Inserted text never contains a newline."""
+
+    def __init__(self, src: str):
+        self.toks = tokenize(src)
+        self.sig = [i for i, t in enumerate(self.toks) if t.kind not in ("ws", "nl", "comment")]
+        # which preprocessor directive (if any) each significant token belongs to
+        self.directive: list[int] = []
+        self.skip_directive: set[int] = set()
+        cur, prev_pp = -1, False
+        for k, i in enumerate(self.sig):
+            t = self.toks[i]
+            if t.pp and (not prev_pp or (t.text == "#" and self._line_start(i))):
+                cur += 1
+                nxt = self.toks[self.sig[k + 1]] if k + 1 < len(self.sig) else None
+                if nxt is None or not nxt.pp or nxt.text != "define":
+                    self.skip_directive.add(cur)
+            self.directive.append(cur if t.pp else -1)
+            prev_pp = t.pp
+        self.ternary: dict[int, tuple[int, int]] = {}  # `?` -> (`:`, end of third operand, exclusive)
+        for k, i in enumerate(self.sig):
+            if self.toks[i].text == "?" and self.directive[k] not in self.skip_directive:
+                ext = self._extent(k)
+                if ext is not None:
+                    self.ternary[k] = ext
+
+    def _line_start(self, i: int) -> bool:
+        j = i - 1
+        while j >= 0 and self.toks[j].kind == "ws":
+            j -= 1
+        return j < 0 or self.toks[j].kind == "nl"
+
+    def text(self, k: int) -> str:
+        return self.toks[self.sig[k]].text
+
+    def _extent(self, q: int):
+        n, d = len(self.sig), self.directive[q]
+        # second operand: up to the matching `:`
+        depth = nested = 0
+        k = q + 1
+        colon = None
+        while k < n and self.directive[k] == d:
+            t = self.text(k)
+            if t in _OPEN:
+                depth += 1
+            elif t in _CLOSE:
+                depth -= 1
+                if depth < 0:
+                    return None
+            elif depth == 0:
+                if t == "?":
+                    nested += 1
+                elif t == ":":
+                    if nested == 0:
+                        colon = k
+                        break
+                    nested -= 1
+                elif t == ";":
+                    return None
+            k += 1
+        if colon is None or colon == q + 1:
+            return None
+        # third operand: an assignment-expression
+        depth = nested = 0
+        k = colon + 1
+        while k < n and self.directive[k] == d:
+            t = self.text(k)
+            if t in _OPEN:
+                depth += 1
+            elif t in _CLOSE:
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0:
+                if t == ";" or (t == "," and nested == 0):
+                    break
+                if t == "?":
+                    nested += 1
+                elif t == ":":
+                    if nested == 0:
+                        break
+                    nested -= 1
+                elif t == "<":
+                    close = self._template_close(k)
+                    if close is not None:
+                        k = close  # `static_cast<vec<float, 2>>(x)`, `v.template _sw<1,0>()`
+                elif t == ">" and self._open_angle_before(q):
+                    return None  # `f<c ? a : b>`: may close a template argument list
+            k += 1
+        if k == colon + 1:
+            return None
+        return colon, k
+
+    def _may_open_template(self, k: int) -> bool:
+        """Whether `<` at significant index k may open a template argument list
+        (it follows a name, not `)`, `]` or a literal)."""
+        return k > 0 and self.directive[k - 1] == self.directive[k] and self.toks[self.sig[k - 1]].kind == "ident"
+
+    def _template_close(self, k: int):
+        """The `>` closing `<` at k when `<` opens a template argument list: after
+        `template name`, a cast or a known template, or when the matching `>` is
+        followed by `(`, `::` or `{`; None for a comparison."""
+        if not self._may_open_template(k):
+            return None
+        prev = self.text(k - 1)
+        definite = prev in _TEMPLATE_NAMES or (k >= 2 and self.text(k - 2) == "template")
+        n, d = len(self.sig), self.directive[k]
+        depth, angle = 0, 1
+        j = k + 1
+        while j < n and self.directive[j] == d:
+            t = self.text(j)
+            if t in _OPEN:
+                depth += 1
+            elif t in _CLOSE:
+                if depth == 0:
+                    return None
+                depth -= 1
+            elif depth == 0:
+                if t == "<" and self._may_open_template(j):
+                    angle += 1
+                elif t == ">":
+                    angle -= 1
+                    if angle == 0:
+                        after = self.text(j + 1) if j + 1 < n and self.directive[j + 1] == d else ""
+                        return j if definite or after in ("(", "::", "{") else None
+                elif t in _NOT_TEMPLATE_ARGS:
+                    return None
+            j += 1
+        return None
+
+    def _open_angle_before(self, q: int) -> bool:
+        """Whether a `<` that may open a template argument list, and is not closed
+        by a `>`, precedes `?` in its expression."""
+        depth = balance = 0
+        k = q - 1
+        d = self.directive[q]
+        while k >= 0 and self.directive[k] == d:
+            t = self.text(k)
+            if t in _CLOSE:
+                depth += 1
+            elif t in _OPEN:
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0:
+                if t == ";":
+                    break
+                if t == ">":
+                    balance += 1
+                elif t == "<" and self._may_open_template(k):
+                    balance -= 1
+                    if balance < 0:
+                        return True
+            k -= 1
+        return False
+
+    def _joined(self, k: int, last: int) -> str:
+        """Separator after significant token k (k < last): a space when the
+        source has one there (so `>` `>` stays `>>`), else nothing."""
+        if k >= last:
+            return ""
+        return " " if self.sig[k + 1] != self.sig[k] + 1 else ""
+
+    def type_form(self, lo: int, hi: int) -> str:
+        """An expression with the type and value category of significant tokens
+        lo..hi-1, for use inside decltype: nested conditionals are replaced by
+        `c ? cond_make<...>() : throw 0` so the text stays linear
+        in the depth of nesting (and has no newline)."""
+        out = []
+        k = lo
+        while k < hi:
+            ext = self.ternary.get(k)
+            if ext is not None and ext[1] <= hi:
+                colon, end = ext
+                out.append(f"? {_cond_value(self.type_form(k + 1, colon), self.type_form(colon + 1, end))} : throw 0")
+                k = end
+                out.append(self._joined(k - 1, hi) if k < hi else "")
+                continue
+            out.append(self.text(k))
+            out.append(self._joined(k, hi))
+            k += 1
+        return "".join(out).strip()
+
+    def run(self) -> str:
+        if not self.ternary:
+            return "".join(t.text for t in self.toks)
+        before: dict[int, list[tuple[int, str]]] = {}
+        after: dict[int, list[tuple[int, str]]] = {}
+        for q, (colon, end) in self.ternary.items():
+            a = self.type_form(q + 1, colon)
+            b = self.type_form(colon + 1, end)
+            before.setdefault(self.sig[q + 1], []).append((q, _cond_cast(a, b)))
+            after.setdefault(self.sig[colon - 1], []).append((q, ")"))
+            before.setdefault(self.sig[colon + 1], []).append((q, _cond_cast(b, a)))
+            after.setdefault(self.sig[end - 1], []).append((q, ")"))
+        out = []
+        for i, t in enumerate(self.toks):
+            if i in before:
+                out.extend(s for _, s in sorted(before[i]))  # outer conditional first
+            out.append(t.text)
+            if i in after:
+                out.extend(s for _, s in sorted(after[i], reverse=True))  # inner conditional first
+        return "".join(out)
+
+
+def lower_conditionals(cpp: str) -> str:
+    """Gives every `c ? a : b` of C++ text MSL's operand conversions (see _Conditionals)."""
+    if "?" not in cpp:
+        return cpp
+    return _Conditionals(cpp).run()
+
+
 def translate(metal_source: str, kernel_label: str = "kernel") -> tuple[str, list[str]]:
     """C++ text for `metal_source`, and the names of its threadgroup variables."""
     tr = _Translator(metal_source, kernel_label)
-    return tr.run(), tr.tg_decls
+    return lower_conditionals(tr.run()), tr.tg_decls

@@ -170,6 +170,49 @@ def test_bad_launches_raise_value_errors():
         metal_kernel("emu_hz_noout", ["a"], [], "")
 
 
+@pytest.mark.parametrize("options, error, match", [
+    ({"math_mode": "fast", "fast_math": True}, ValueError, r"Unknown compile option `fast_math`\..*`math_mode`"),
+    ({"mathmode": "fast"}, ValueError, r"Unknown compile option `mathmode`\..*`math_mode`"),
+    ({"math_mode": "fastest"}, ValueError, r"math_mode to be 'safe', 'relaxed', or 'fast', got 'fastest'"),
+    ({"math_mode": 1}, TypeError, r"math_mode to be .* got 1"),
+    ({1: "fast"}, TypeError, r"names must be str, got 1\..*`math_mode`"),
+    ([("math_mode", "fast")], ValueError, r"Expected `compile_options` to be a dict"),
+], ids=["extra_key", "misspelt_key", "bad_mode", "mode_not_str", "key_not_str", "not_a_dict"])
+def test_compile_options_are_checked_like_mlx(options, error, match):
+    # mx.fast.metal_kernel rejects every key but math_mode (python/src/fast.cpp)
+    with pytest.raises(error, match=match):
+        metal_kernel("emu_hz_opts", ["a"], ["out"], "out[0] = a[0];", compile_options=options)
+
+
+def _mlx_param_names(doc):
+    """Parameter names from the signature line nanobind puts first in a docstring."""
+    import re
+
+    return [n for n in re.findall(r"[(,]\s*(\w+)\s*:", doc.splitlines()[0]) if n != "self"]
+
+
+def test_keywords_and_compile_options_match_mlx():
+    import inspect
+
+    import mlx.core as mxc
+
+    from mlx_attn.msl_emulator import EmulatedKernel
+
+    assert list(inspect.signature(metal_kernel).parameters) == _mlx_param_names(mxc.fast.metal_kernel.__doc__)
+    real = mxc.fast.metal_kernel(name="emu_hz_sig", input_names=["a"], output_names=["out"], source="")
+    call = [n for n in inspect.signature(EmulatedKernel.__call__).parameters if n != "self"]
+    assert call == _mlx_param_names(real.__doc__)
+    a = mx.arange(4, dtype=mx.float32)
+    run = dict(inputs=[a], grid=(1, 1, 1), threadgroup=(1, 1, 1), output_shapes=[(1,)], output_dtypes=[mx.float32])
+    for options in (None, {}, {"math_mode": "safe"}, {"math_mode": "relaxed"}, {"math_mode": "fast"}):
+        k = metal_kernel("emu_hz_opts", ["a"], ["out"], "out[0] = a[3];", compile_options=options)
+        assert float(np.array(k(**run)[0])[0]) == 3.0
+    with pytest.raises(TypeError, match="fast_math"):
+        metal_kernel("emu_hz_opts", ["a"], ["out"], "out[0] = a[3];", fast_math=True)
+    with pytest.raises(TypeError, match="compile_options"):
+        k(compile_options={"math_mode": "fast"}, **run)
+
+
 def test_swap_in_helpers():
     import mlx.core as mxc
 

@@ -133,6 +133,23 @@ template <> struct is_half_like<bfloat> : std::true_type {};
 MSL_HALF_OPS(half)
 MSL_HALF_OPS(bfloat)
 
+// MSL's usual arithmetic conversions between half/bfloat and the other scalar
+// types, as the binary operators above apply them: H op float -> float,
+// H op double -> float (MSL has no double), H op integer (and bool) -> H.
+// `type` is void where no such rule applies (same types, vectors, half vs bfloat).
+namespace detail {
+template <class A, class B, class = void> struct half_arith_common { typedef void type; };
+template <class H, class O>
+struct half_arith_common<H, O, typename std::enable_if<is_half_like<H>::value && !is_half_like<O>::value>::type> {
+  typedef typename std::conditional<
+      std::is_floating_point<O>::value, float,
+      typename std::conditional<std::is_integral<O>::value, H, void>::type>::type type;
+};
+template <class O, class H>
+struct half_arith_common<O, H, typename std::enable_if<!is_half_like<O>::value && is_half_like<H>::value>::type>
+    : half_arith_common<H, O> {};
+}  // namespace detail
+
 // ---------------------------------------------------------------- vectors
 template <class T> struct is_scalar_like
     : std::integral_constant<bool, std::is_arithmetic<T>::value || is_half_like<T>::value> {};
@@ -292,3 +309,35 @@ template <class To, class From> inline To as_type(const From& f) {
 }
 
 }  // namespace metal
+
+// ---------------------------------------------------------------- ?: operands
+// C++ cannot give `c ? half_value : float_value` MSL's meaning with a class
+// type `half`: when one operand has class type and each operand converts
+// implicitly to the other's type (half(float) and operator float(), both of
+// which MSL's `half h = 1.0f;` / `float f = h;` need), [expr.cond]/4 makes the
+// expression ill-formed, whatever other conversions half has. The translator
+// therefore writes every `c ? a : b` as
+//   c ? static_cast<typename cond_of<decltype((a))>::template vs<decltype((b))>::type>(a)
+//     : static_cast<typename cond_of<decltype((b))>::template vs<decltype((a))>::type>(b)
+// (no top-level comma, so it may sit in a macro argument). The cast type is
+// MSL's common type when half_arith_common has a rule for the two types (half
+// vs float -> float, half vs int -> half), otherwise the operand's own type and
+// value category, so every other conditional keeps its C++ type, value category
+// and evaluation (one operand).
+namespace msl_emu {
+template <class T> T cond_make() noexcept;  // only in unevaluated operands
+template <class T> using cond_bare = typename std::remove_cv<typename std::remove_reference<T>::type>::type;
+template <class Self, class Other> struct cond_arm {
+  typedef typename ::metal::detail::half_arith_common<cond_bare<Self>, cond_bare<Other>>::type common;
+  typedef typename std::conditional<std::is_void<common>::value, Self, common>::type type;
+};
+template <class Self, class Other> using cond_t = typename cond_arm<Self, Other>::type;
+// Type and value category of the rewritten conditional (the translator needs
+// it for a conditional nested in an operand, inside decltype).
+template <class X, class Y>
+using cond_result_t = decltype(true ? cond_make<cond_t<X, Y>>() : cond_make<cond_t<Y, X>>());
+template <class Self> struct cond_of {
+  template <class Other> struct vs { typedef cond_t<Self, Other> type; };
+  template <class Other> struct result { typedef cond_result_t<Self, Other> type; };
+};
+}  // namespace msl_emu
