@@ -11,6 +11,10 @@ from ..call import FEATURES, AttentionCall
 from .base import Backend
 
 _SUMMARY = "MLX CPU arrays, torch CPU tensors and numpy (native C++ kernel)"
+# The kernel folds the scale into q as float32 (times log2(e)): beyond this, scale * q . k
+# overflows float32 for ordinary inputs (inf - inf = NaN), where the math backend holds the
+# scores divided by a power of two and stays exact.
+MAX_SCALE = 2.0 ** 32
 
 
 class CpuBackend(Backend):
@@ -37,6 +41,9 @@ class CpuBackend(Backend):
         return kernel_reasons()
 
     def extra_reasons(self, call: AttentionCall) -> list[str]:
+        if call.softcap is None and abs(call.scale) > MAX_SCALE:
+            return [f"scale {call.scale:g} is beyond {MAX_SCALE:g}: the kernel's float32 scores "
+                    "would overflow (the math backend takes it)"]
         if call.kind == "torch" and call.device != "cpu":
             return [f"takes torch tensors on the CPU, got device {call.device}"]
         if call.kind == "mlx":
