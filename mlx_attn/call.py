@@ -2,7 +2,7 @@
 
 The front end (`validate.py`) builds an `AttentionCall` once per call; backends only read it.
 Arrays in it are already in the "bhld" layout (views, never copies) for the dense call, and in
-the packed `[total, H, D]` layout for varlen.
+the packed `[total, H, D]` layout for varlen; numpy arrays are in native byte order.
 """
 from __future__ import annotations
 
@@ -33,14 +33,16 @@ class AttentionCall:
     causal: bool = False
     mask: Any = None               # rank 4, broadcastable to [B, Hq, Lq, Lk]; None if absent
     mask_kind: Optional[str] = None  # "bool" | "additive" | None
-    window: Optional[tuple] = None   # (left, right), -1 = unbounded on that side; None if absent
+    # (left, right), -1 = unbounded on that side; None if absent. A side that removes no key
+    # is -1 too, so left < Lk - 1 and right < Lq - 1 (varlen: of the longest sequence)
+    window: Optional[tuple] = None
     softcap: Optional[float] = None  # c > 0, or None
     return_lse: bool = False
     layout: str = "bhld"           # the caller's layout; backends always see bhld
     requires_grad: bool = False    # torch: autograd will ask for dq/dk/dv
     # varlen only
     varlen: bool = False
-    cu_seqlens_q: Any = None       # int32 [n + 1], same array kind as q
+    cu_seqlens_q: Any = None       # int32 [n + 1], same array kind as q, contiguous
     cu_seqlens_k: Any = None
     seqlens_q: Optional[list] = field(default=None, repr=False)  # host copies of cu_seqlens
     seqlens_k: Optional[list] = field(default=None, repr=False)

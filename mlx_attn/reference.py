@@ -54,10 +54,11 @@ def _scores_and_keep(q, k, scale, causal, mask, window, softcap, rows=None):
         keep &= j <= i
     if window is not None:
         left, right = (window, 0) if np.isscalar(window) else window
+        # |i - j| < Lq + Lk: a larger side removes nothing (and would overflow int64)
         if left >= 0:
-            keep &= j >= i - left
+            keep &= j >= i - min(left, Lq + Lk)
         if right >= 0:
-            keep &= j <= i + right
+            keep &= j <= i + min(right, Lq + Lk)
     return s, t, keep
 
 

@@ -14,6 +14,8 @@ from .frameworks import kind_of, ops_for
 
 LAYOUTS = ("bhld", "blhd")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# The kernels index rows, heads and positions with 32-bit ints (and MLX shapes are int32).
+INT32_MAX = 2 ** 31 - 1
 
 
 def _describe(x) -> str:
@@ -83,7 +85,12 @@ def _softcap(softcap):
     return c
 
 
-def _window(window):
+def _window(window, longest_q: int, longest_k: int):
+    """(left, right) with -1 for unbounded, or None.
+
+    A side no key position can reach (left >= longest_k - 1, right >= longest_q - 1, with the
+    bottom-right offset of every sequence) is made -1, so no backend ever sees a huge int.
+    """
     if window is None:
         return None
     if isinstance(window, numbers.Integral) and not isinstance(window, bool):
@@ -95,7 +102,12 @@ def _window(window):
         raise TypeError(f"window must be an int or a (left, right) pair of ints, got {window!r}")
     if any(w < -1 for w in pair):
         raise ValueError(f"window sides must be >= 0, or -1 for unbounded, got {window!r}")
-    return pair
+    # query i (offset off = Lk - Lq) allows key j iff i + off - left <= j <= i + off + right;
+    # over all i, j: i + off - j <= Lk - 1 and j - i - off <= Lq - 1
+    left, right = pair
+    left = -1 if left >= longest_k - 1 else left
+    right = -1 if right >= longest_q - 1 else right
+    return left, right
 
 
 def _flag(value, name: str) -> bool:
@@ -110,6 +122,7 @@ def _mask(mask, ops, kind, device, target):
         return None, None
     if kind_of(mask) != kind:
         raise TypeError(f"mask must be the same array kind as q ({kind}), got {_describe(mask)}")
+    mask = ops.canonical(mask)
     if ops.device(mask) != device:
         raise ValueError(f"mask is on device {ops.device(mask)} but q is on {device}")
     if ops.is_bool(mask):
@@ -134,6 +147,7 @@ def check_dense(q, k, v, *, scale, causal, mask, window, softcap, return_lse,
                 layout) -> AttentionCall:
     kind, ops, device = _arrays({"q": q, "k": k, "v": v})
     dtype = _float_dtype(ops, {"q": q, "k": k, "v": v})
+    q, k, v = (ops.canonical(x) for x in (q, k, v))
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     doc = "[B, H, L, D]" if layout == "bhld" else "[B, L, H, D]"
@@ -143,12 +157,15 @@ def check_dense(q, k, v, *, scale, causal, mask, window, softcap, return_lse,
         q, k, v = (ops.swapaxes(x, 1, 2) for x in (q, k, v))
     (B, Hq, Lq, D), (_, Hkv, Lk, _), Dv = q.shape, k.shape, v.shape[3]
     _same_dims(q.shape, k.shape, v.shape)
+    _sizes({"q": (q.shape, ("B", "Hq", "Lq", "D")), "k": (k.shape, ("B", "Hkv", "Lk", "D")),
+            "v": (v.shape, ("B", "Hkv", "Lk", "Dv"))}, "Lq + Lk", Lq + Lk)
     target = (B, Hq, Lq, Lk)
     mask, mask_kind = _mask(mask, ops, kind, device, target)
     return AttentionCall(
         kind=kind, device=device, dtype=dtype, q=q, k=k, v=v,
         B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv, scale=_scale(scale, D),
-        causal=_flag(causal, "causal"), mask=mask, mask_kind=mask_kind, window=_window(window),
+        causal=_flag(causal, "causal"), mask=mask, mask_kind=mask_kind,
+        window=_window(window, Lq, Lk),
         softcap=_softcap(softcap), return_lse=_flag(return_lse, "return_lse"), layout=layout,
         requires_grad=ops.requires_grad(q, k, v))
 
@@ -169,9 +186,37 @@ def _same_dims(qs, ks, vs):
                          f"(GQA needs Hq % Hkv == 0)")
 
 
+def _sizes(named: dict, sum_name: str, sum_value: int):
+    """Head dims >= 1, and every size the kernels index with 32-bit ints within INT32_MAX.
+
+    `named`: name -> (shape, dim names), head dim last. Checked on shapes only (never data),
+    so a huge logical shape (a broadcast or stride-0 view) is rejected before any work.
+    """
+    for name, (shape, dims) in named.items():
+        shape = tuple(shape)
+        for n, dim in zip(shape, dims):
+            if n > INT32_MAX:
+                raise ValueError(f"{name} has {dim}={n} (shape {shape}); each dimension must be "
+                                 f"<= {INT32_MAX} (2**31 - 1, what the kernels' 32-bit indices "
+                                 f"address)")
+        if shape[-1] == 0:
+            raise ValueError(f"{name} has head dim {dims[-1]}=0 (shape {shape}); allowed: "
+                             f"{dims[-1]} >= 1")
+        rows = math.prod(max(n, 1) for n in shape[:-1])
+        if rows > INT32_MAX:
+            raise ValueError(f"{name} has {'*'.join(dims[:-1])} = {rows} rows (shape {shape}); "
+                             f"at most {INT32_MAX} (2**31 - 1) allowed")
+    if sum_value > INT32_MAX:
+        # positions i + (Lk - Lq) +- window of bottom-right causal / window must fit an int32
+        raise ValueError(f"q and k have {sum_name} = {sum_value}; at most {INT32_MAX} "
+                         f"(2**31 - 1) allowed")
+
+
 def _cu_seqlens(cu, name: str, ops, kind: str, total: int, total_name: str):
+    """(cu as a contiguous int32 array of q's kind, its values as a host list)."""
     if kind_of(cu) != kind:
         raise TypeError(f"{name} must be the same array kind as q ({kind}), got {_describe(cu)}")
+    cu = ops.canonical(cu)
     if not ops.is_int32(cu) or len(cu.shape) != 1:
         raise TypeError(f"{name} must be a 1-D int32 array [n + 1], got dtype "
                         f"{ops.dtype_name(cu)} and shape {tuple(cu.shape)}")
@@ -182,7 +227,8 @@ def _cu_seqlens(cu, name: str, ops, kind: str, total: int, total_name: str):
         raise ValueError(f"{name} must be non-decreasing, got {host.tolist()}")
     if host[-1] != total:
         raise ValueError(f"{name} must end at {total_name}={total}, got {int(host[-1])}")
-    return host.tolist()
+    # backends may read cu_seqlens through a raw pointer: hand them a contiguous copy of a view
+    return ops.contiguous(cu), host.tolist()
 
 
 def _max_seqlen(value, name: str, lengths) -> int:
@@ -191,6 +237,9 @@ def _max_seqlen(value, name: str, lengths) -> int:
     longest = max(lengths, default=0)
     if value < longest:
         raise ValueError(f"{name}={value} is smaller than the longest sequence ({longest})")
+    if value > INT32_MAX:
+        raise ValueError(f"{name}={value} is larger than {INT32_MAX} (2**31 - 1), the largest "
+                         f"length the kernels address")
     return int(value)
 
 
@@ -199,21 +248,27 @@ def check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k
     kind, ops, device = _arrays({"q": q, "k": k, "v": v, "cu_seqlens_q": cu_seqlens_q,
                                  "cu_seqlens_k": cu_seqlens_k})
     dtype = _float_dtype(ops, {"q": q, "k": k, "v": v})
+    q, k, v = (ops.canonical(x) for x in (q, k, v))
     for name, x in (("q", q), ("k", k), ("v", v)):
         _rank(x, name, 3, "[total, H, D]")
     (Tq, Hq, D), (Tk, Hkv, Dk), (Tv, Hv, Dv) = q.shape, k.shape, v.shape
     _same_dims((1, Hq, Tq, D), (1, Hkv, Tk, Dk), (1, Hv, Tv, Dv))
-    seq_q = _cu_seqlens(cu_seqlens_q, "cu_seqlens_q", ops, kind, Tq, "total_q")
-    seq_k = _cu_seqlens(cu_seqlens_k, "cu_seqlens_k", ops, kind, Tk, "total_k")
+    _sizes({"q": (q.shape, ("total_q", "Hq", "D")), "k": (k.shape, ("total_k", "Hkv", "D")),
+            "v": (v.shape, ("total_k", "Hkv", "Dv"))}, "total_q + total_k", Tq + Tk)
+    cu_q, seq_q = _cu_seqlens(cu_seqlens_q, "cu_seqlens_q", ops, kind, Tq, "total_q")
+    cu_k, seq_k = _cu_seqlens(cu_seqlens_k, "cu_seqlens_k", ops, kind, Tk, "total_k")
     if len(seq_q) != len(seq_k):
         raise ValueError(f"cu_seqlens_q has {len(seq_q) - 1} sequences but cu_seqlens_k has "
                          f"{len(seq_k) - 1}; they must describe the same sequences")
-    max_q = _max_seqlen(max_seqlen_q, "max_seqlen_q", np.diff(seq_q).tolist())
-    max_k = _max_seqlen(max_seqlen_k, "max_seqlen_k", np.diff(seq_k).tolist())
+    len_q, len_k = np.diff(seq_q).tolist(), np.diff(seq_k).tolist()
+    max_q = _max_seqlen(max_seqlen_q, "max_seqlen_q", len_q)
+    max_k = _max_seqlen(max_seqlen_k, "max_seqlen_k", len_k)
+    # the window is canonicalised against the longest sequence, which bounds every sequence
+    window = _window(window, max(len_q, default=0), max(len_k, default=0))
     return AttentionCall(
         kind=kind, device=device, dtype=dtype, q=q, k=k, v=v,
         B=len(seq_q) - 1, Hq=Hq, Hkv=Hkv, Lq=Tq, Lk=Tk, D=D, Dv=Dv, scale=_scale(scale, D),
-        causal=_flag(causal, "causal"), window=_window(window), softcap=_softcap(softcap),
+        causal=_flag(causal, "causal"), window=window, softcap=_softcap(softcap),
         return_lse=_flag(return_lse, "return_lse"), requires_grad=ops.requires_grad(q, k, v),
-        varlen=True, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, seqlens_q=seq_q,
+        varlen=True, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, seqlens_q=seq_q,
         seqlens_k=seq_k, max_seqlen_q=max_q, max_seqlen_k=max_k)

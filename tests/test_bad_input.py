@@ -52,6 +52,14 @@ DENSE = [
     ("return_lse_type", dict(return_lse=1), TypeError, ["return_lse"]),
     ("layout", dict(layout="bshd"), ValueError, ["layout", "'bshd'", "bhld", "blhd"]),
     ("backend_name", dict(backend="fastest"), ValueError, ["backend", "'fastest'", "math"]),
+    ("head_dim_zero", dict(q=np.zeros((1, 4, 5, 0), F32), k=np.zeros((1, 2, 6, 0), F32)),
+     ValueError, ["q", "D=0", "D >= 1"]),
+    ("v_head_dim_zero", dict(v=np.zeros((1, 2, 6, 0), F32)), ValueError,
+     ["v", "Dv=0", "Dv >= 1"]),
+    # an empty batch costs no memory, whatever its length
+    ("length_2_31", dict(q=np.empty((0, 4, 2**31, 8), F32), k=np.empty((0, 2, 6, 8), F32),
+                         v=np.empty((0, 2, 6, 8), F32)), ValueError,
+     ["q", "Lq=2147483648", "2147483647"]),
     ("backend_type", dict(backend=3), TypeError, ["backend", "3"]),
 ]
 
@@ -130,6 +138,10 @@ VARLEN = [
     ("cu_kind", dict(cu_seqlens_q=[0, 4, 9]), TypeError, ["cu_seqlens_q", "list"]),
     ("max_small", dict(max_seqlen_q=4), ValueError, ["max_seqlen_q=4", "5"]),
     ("max_type", dict(max_seqlen_k=6.0), TypeError, ["max_seqlen_k", "6.0"]),
+    ("max_huge", dict(max_seqlen_q=2**31), ValueError, ["max_seqlen_q=2147483648", "2147483647"]),
+    ("head_dim_zero", dict(q=np.zeros((9, 4, 0), F32), k=np.zeros((11, 2, 0), F32)), ValueError,
+     ["q", "D=0", "D >= 1"]),
+    ("v_head_dim_zero", dict(v=np.zeros((11, 2, 0), F32)), ValueError, ["v", "Dv=0"]),
     ("q_rank", dict(q=TQ[None]), ValueError, ["q", "rank 3"]),
     ("gqa", dict(k=np.zeros((11, 3, 8), F32), v=np.zeros((11, 3, 8), F32)), ValueError,
      ["Hq % Hkv"]),
@@ -154,3 +166,64 @@ def test_valid_varlen_arguments_are_accepted():
     out = flash_attention_varlen(TQ, TK, TK, CU_Q, CU_K, 5, 6)
     assert out.shape == (9, 4, 8)
     assert flash_attention(Q, K, V).shape == (1, 4, 5, 8)
+
+
+# -- every array kind, and sizes beyond what 32-bit indices address ------------------------------
+KIND_CASES = [c for c in DENSE if c[0] not in ("backend_type", "not_array", "mask_kind",
+                                                "length_2_31")]
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.skipif(
+    not HAVE[k], reason=f"{k} is not installed")) for k in ("torch", "mlx")])
+@pytest.mark.parametrize("case", KIND_CASES, ids=[c[0] for c in KIND_CASES])
+def test_bad_input_of_every_array_kind(kind, case):
+    """The same errors for torch and MLX arrays as for numpy."""
+    _, overrides, error, words = case
+    args = {name: convert(x, kind) if isinstance(x, np.ndarray) else x
+            for name, x in {"q": Q, "k": K, "v": V, **overrides}.items()}
+    with pytest.raises(error) as raised:
+        _dense_call(flash_attention, args)
+    for word in words:
+        assert word in str(raised.value), f"{word!r} missing from: {raised.value}"
+
+
+def _huge(kind, shape):
+    """A float32 array of `shape` that holds one element (stride 0 / a lazy broadcast)."""
+    if kind == "numpy":
+        return np.lib.stride_tricks.as_strided(np.zeros(1, F32), shape, (0,) * len(shape))
+    if kind == "torch":
+        import torch
+        return torch.zeros(1).expand(*shape)
+    import mlx.core as mx
+    return mx.broadcast_to(mx.zeros((1,) * len(shape)), shape)   # never evaluated
+
+
+HUGE = [   # (q shape, k/v shape, words); each dimension fits an int32, a product does not
+    ((2**16, 2**16, 1, 8), (2**16, 2**16, 1, 8), ["q", "B*Hq*Lq", "4294967296 rows"]),
+    ((1, 2**16, 2**16, 8), (1, 1, 4, 8), ["q", "B*Hq*Lq", "rows"]),
+    ((1, 2**12, 4, 8), (1, 2**12, 2**20, 8), ["k", "B*Hkv*Lk", "rows"]),
+    ((1, 1, 2**30, 8), (1, 1, 2**30 + 5, 8), ["Lq + Lk", "2147483653"]),
+]
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.skipif(
+    not HAVE[k], reason=f"{k} is not installed")) for k in ("numpy", "torch", "mlx")])
+@pytest.mark.parametrize("case", HUGE, ids=lambda c: "x".join(map(str, c[0] + c[1])))
+def test_sizes_beyond_int32_are_rejected_before_any_work(kind, case):
+    qs, ks, words = case
+    q, k = _huge(kind, qs), _huge(kind, ks)
+    for fn in (explain, flash_attention):            # explain first: it never computes
+        with pytest.raises(ValueError) as raised:
+            fn(q, k, k)
+        for word in words:
+            assert word in str(raised.value), f"{word!r} missing from: {raised.value}"
+
+
+def test_varlen_sizes_beyond_int32_are_rejected():
+    q = _huge("numpy", (2**31, 1, 8))
+    cu = np.array([0, 1], np.int32)
+    with pytest.raises(ValueError, match=r"q has total_q=2147483648"):
+        flash_attention_varlen(q, q[:1], q[:1], cu, cu, 1, 1)
+    q = _huge("numpy", (2**20, 2**12, 8))
+    with pytest.raises(ValueError, match=r"q has total_q\*Hq = 4294967296 rows"):
+        flash_attention_varlen(q, q[:1, :1], q[:1, :1], cu, cu, 1, 1)

@@ -123,8 +123,10 @@ def test_layout_reasons():
 
 
 def test_scalars_fold_window_and_defaults():
-    call = _call(causal=True, window=(5, 2), softcap=3.0, scale=0.5)
-    assert _scalars(call) == (0.5, True, 5, 2, 3.0)
+    call = _call(causal=True, window=(3, 2), softcap=3.0, scale=0.5)    # L = 5
+    assert _scalars(call) == (0.5, True, 3, 2, 3.0)
+    # a side reaching every key (>= L - 1) arrives as -1 (validate canonicalises it)
+    assert _scalars(_call(window=(4, 2**40))) == (1 / 8, False, -1, -1, 0.0)
     assert _scalars(_call()) == (1 / 8, False, -1, -1, 0.0)
 
 

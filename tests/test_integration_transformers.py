@@ -87,10 +87,27 @@ def test_gradients_match_eager(checkpoint, batch):
 
 def test_dropout_in_training_is_a_clear_error(checkpoint, batch):
     model = _load(checkpoint, "mlx_attn", attention_dropout=0.1).train()
-    with pytest.raises(ValueError, match="dropout=0.1"):
+    with pytest.raises(ValueError, match="dropout=0.1.*config's attention_dropout to 0"):
         model(**batch)
     model.eval()                               # no dropout in eval: runs
     model(**batch)
+
+
+def test_dropout_error_names_the_configs_own_setting():
+    """BERT-family configs call it attention_probs_dropout_prob, not attention_dropout."""
+    from transformers import BertConfig, BertModel
+    mlx_attn_hf.register()
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64,
+                        attention_probs_dropout_prob=0.1, attn_implementation="mlx_attn")
+    model = BertModel(config, add_pooling_layer=False).train()
+    assert model.config._attn_implementation == "mlx_attn"
+    ids = torch.tensor([[1, 5, 9, 2]])
+    with pytest.raises(ValueError, match="config's attention_probs_dropout_prob to 0") as raised:
+        model(input_ids=ids)
+    assert "attention_dropout " not in str(raised.value)
+    model.eval()
+    model(input_ids=ids)
 
 
 def test_gqa_groups_checked_and_layout():

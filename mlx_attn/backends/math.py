@@ -7,6 +7,8 @@ head (a broadcast), never by repeating K/V.
 """
 from __future__ import annotations
 
+import math
+
 from .. import config
 from ..call import AttentionCall
 from ..frameworks import ops_for
@@ -98,19 +100,25 @@ def _chunk(call, ops, q, kt, vc, mask, start, stop, compute, G, Lq, Lk):
     n = stop - start
     # a kv head's G query heads are stacked as G*n rows of one matmul (no broadcast copies of K)
     qc = ops.reshape(ops.astype(q[:, :, start:stop], compute), (B, Hkv, G * n, D))
+    r = ops.reshape(qc @ kt, (B, Hkv, G, n, Lk))                 # raw dot products
 
-    # 1. scores, scaled
-    s = ops.reshape(qc @ kt, (B, Hkv, G, n, Lk)) * call.scale
-    # 2. softcap
-    if call.softcap is not None:
-        s = ops.tanh(s / call.softcap) * call.softcap
-    # 3. mask: bool keeps True, floating is added
+    # 1-2. scores, scaled and softcapped. The scores are held divided by 2**E (E > 0 only when
+    # |scale| > 1): scale * dot may overflow the compute dtype where dot does not (inf - inf
+    # would then be NaN), while softmax only needs differences, rescaled by 2**E after the
+    # row max is taken. Powers of two are exact, so for ordinary inputs nothing changes.
+    if call.softcap is None:
+        sigma, E = _pow2_split(call.scale)
+        s = r * sigma
+    else:  # c * tanh(scale * dot / c) is bounded by c: no shift needed
+        rho, F = _pow2_split(call.scale / call.softcap)
+        s, E = ops.tanh(_times_pow2(r * rho, F)) * call.softcap, 0
+    # 3. mask: bool keeps True, floating is added (held divided by 2**E as the scores are)
     if mask is not None:
         m = _mask_rows(ops, mask, start, stop, Hq, Hkv, G)
         if call.mask_kind == "bool":
             s = ops.where(m, s, NEG_INF)
         else:
-            s = s + ops.astype(m, compute)
+            s = s + _times_pow2(ops.astype(m, compute), -E)
     # 4-5. causal and window, bottom-right aligned
     allowed = _allowed(call, ops, q, start, stop, Lq, Lk)
     if allowed is not None:
@@ -119,15 +127,35 @@ def _chunk(call, ops, q, kt, vc, mask, start, stop, compute, G, Lq, Lk):
     # the row max is only a shift for stability (softmax does not depend on it): no gradient
     row_max = ops.stop_gradient(ops.amax(s, -1))
     row_max = ops.where(row_max == NEG_INF, 0.0, row_max)
-    e = ops.exp(s - row_max)
+    e = ops.exp(_times_pow2(s - row_max, E))
     denom = ops.sum(e, -1)
-    p = e / ops.where(denom == 0, 1.0, denom)
+    # the max entry gives exp(0) = 1, so denom == 0 only for a row with no key at all
+    empty = denom == 0
+    denom = ops.where(empty, 1.0, denom)     # (not log(0): its gradient 1/0 * 0 would be NaN)
+    p = e / denom
     # 7. weighted sum of values
     out = ops.reshape(ops.reshape(p, (B, Hkv, G * n, Lk)) @ vc, (B, Hq, n, Dv))
     lse = None
     if call.return_lse:
-        lse = ops.astype(ops.reshape(ops.log(denom) + row_max, (B, Hq, n)), "float32")
+        lse = ops.where(empty, NEG_INF, ops.log(denom) + _times_pow2(row_max, E))
+        lse = ops.astype(ops.reshape(lse, (B, Hq, n)), "float32")
     return ops.astype(out, call.dtype), lse
+
+
+def _pow2_split(x: float):
+    """(sigma, E) with x == sigma * 2**E exactly; E = 0 for |x| <= 1, else |sigma| < 1."""
+    mantissa, exponent = math.frexp(x)
+    return (x, 0) if exponent <= 0 else (mantissa, exponent)
+
+
+def _times_pow2(x, E: int):
+    """x * 2**E, exact (IEEE with the result rounded once), for any int E: in steps of at most
+    2**100, so that no factor itself overflows or flushes to 0 (0 * inf would be NaN)."""
+    while E:
+        step = max(-100, min(E, 100))
+        x = x * 2.0 ** step
+        E -= step
+    return x
 
 
 def _mask_rows(ops, mask, start, stop, Hq, Hkv, G):
@@ -145,19 +173,22 @@ def _allowed(call, ops, q, start, stop, Lq, Lk):
     """Bool [n, Lk] of keys allowed by causal and window, or None when both are off."""
     if not call.causal and call.window is None:
         return None
-    off = Lk - Lq
-    i = ops.reshape(ops.arange(stop - start, q) + (start + off), (stop - start, 1))
-    j = ops.reshape(ops.arange(Lk, q), (1, Lk))
-    allowed = None
+    # d = j - (i + Lk - Lq): key j's distance from query i's bottom-right aligned position.
+    # Every d lies in [1 - Lk, Lq - 1] and every intermediate fits an int32 (MLX's arange), as
+    # do the sides once clamped to that range (a larger side removes nothing).
+    rows = ops.reshape(ops.arange(stop - start, q) + start, (stop - start, 1))
+    keys = ops.reshape(ops.arange(Lk, q) + (Lq - Lk), (1, Lk))
+    d = keys - rows
     conds = []
     if call.causal:
-        conds.append(j <= i)
+        conds.append(d <= 0)
     if call.window is not None:
         left, right = call.window
         if left >= 0:
-            conds.append(j >= i - left)
+            conds.append(d >= -min(left, Lk))
         if right >= 0:
-            conds.append(j <= i + right)
+            conds.append(d <= min(right, Lq))
+    allowed = None
     for cond in conds:
         allowed = cond if allowed is None else (allowed & cond)
     return allowed

@@ -39,6 +39,13 @@ class MlxOps:
         """A numpy copy; bfloat16 (which numpy lacks) is widened to float32 exactly."""
         return np.array(x.astype(mx.float32) if x.dtype == mx.bfloat16 else x)
 
+    def canonical(self, x):
+        """MLX arrays are always in native byte order."""
+        return x
+
+    def contiguous(self, x):
+        return mx.contiguous(x)
+
     def astype(self, x, dtype: str):
         return x.astype(_DTYPES[dtype])
 

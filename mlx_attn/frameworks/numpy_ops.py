@@ -29,6 +29,14 @@ class NumpyOps:
     def to_host(self, x) -> np.ndarray:
         return np.asarray(x)
 
+    def canonical(self, x):
+        """x in native byte order (the one place big-endian input is converted): backends,
+        the native kernel among them, read the memory as the machine's own numbers."""
+        return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+
+    def contiguous(self, x):
+        return np.ascontiguousarray(x)
+
     def astype(self, x, dtype: str):
         return x.astype(dtype, copy=False)
 

@@ -37,6 +37,13 @@ class TorchOps:
         x = x.detach().cpu()
         return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
 
+    def canonical(self, x):
+        """Tensors are always in native byte order."""
+        return x
+
+    def contiguous(self, x):
+        return x.contiguous()
+
     def astype(self, x, dtype: str):
         return x.to(_DTYPES[dtype])
 

@@ -33,8 +33,9 @@ def attention_forward(module, query, key, value, attention_mask, dropout=0.0, sc
     if dropout and dropout > 0:
         raise ValueError(
             f"attention dropout={dropout} is not supported by attn_implementation='{NAME}' "
-            f"(mlx_attn has no dropout); set the config's attention_dropout to 0 or call "
-            f"model.eval(), or use attn_implementation='eager' for dropout in training")
+            f"(mlx_attn has no dropout); set the config's {_dropout_setting(module, dropout)} "
+            f"to 0 or call model.eval(), or use attn_implementation='eager' for dropout in "
+            f"training")
     if kwargs.get("output_attentions"):
         warnings.warn(f"attn_implementation='{NAME}' does not return attention weights; "
                       f"use 'eager' for output_attentions=True", stacklevel=2)
@@ -60,6 +61,19 @@ def attention_forward(module, query, key, value, attention_mask, dropout=0.0, sc
     out = api.flash_attention(query, key, value, scale=scaling, causal=causal, mask=mask,
                               softcap=softcap, backend=_settings["backend"])
     return out.transpose(1, 2).contiguous(), None
+
+
+def _dropout_setting(module, dropout) -> str:
+    """What the model's config calls its attention dropout: models name it differently
+    (Llama/Qwen `attention_dropout`, BERT `attention_probs_dropout_prob`, GPT-2 `attn_pdrop`)."""
+    config = getattr(module, "config", None)
+    settings = getattr(config, "__dict__", {})
+    names = [n for n, value in settings.items() if "att" in n and "drop" in n
+             and isinstance(value, (int, float)) and not isinstance(value, bool)]
+    matching = [n for n in names if settings[n] == dropout] or names
+    if not matching:
+        return "attention dropout (e.g. attention_dropout or attention_probs_dropout_prob)"
+    return " / ".join(matching)
 
 
 def register(name: str = NAME, backend: str = "auto") -> str:
