@@ -27,6 +27,21 @@ def native():
 
 
 @st.composite
+def feature_kwargs(draw, max_side=40, min_softcap=0.5, scale=True):
+    """causal, window, softcap (and scale) keywords, each drawn on or off."""
+    kw = {}
+    if draw(st.booleans()):
+        kw["causal"] = True
+    if draw(st.booleans()):
+        kw["window"] = (draw(st.integers(-1, max_side)), draw(st.integers(-1, max_side)))
+    if draw(st.booleans()):
+        kw["softcap"] = draw(st.floats(min_softcap, 30.0))
+    if scale and draw(st.booleans()):
+        kw["scale"] = draw(st.floats(0.01, 2.0))
+    return kw
+
+
+@st.composite
 def problems(draw, kinds_=None, dtypes=("float32", "float16", "bfloat16"), max_len=90,
              decode=False):
     """decode=True: at most 8 query rows per kv head (Lq <= 8 times the GQA group), the rows the
@@ -45,15 +60,7 @@ def problems(draw, kinds_=None, dtypes=("float32", "float16", "bfloat16"), max_l
         Lk = draw(st.integers(0, max_len))
     D = draw(st.sampled_from([1, 8, 17, 40, 64, 72, 96, 128]))
     Dv = draw(st.sampled_from([D, 24, 33]))
-    kw = {}
-    if draw(st.booleans()):
-        kw["causal"] = True
-    if draw(st.booleans()):
-        kw["window"] = (draw(st.integers(-1, 40)), draw(st.integers(-1, 40)))
-    if draw(st.booleans()):
-        kw["softcap"] = draw(st.floats(0.5, 30.0))
-    if draw(st.booleans()):
-        kw["scale"] = draw(st.floats(0.01, 2.0))
+    kw = draw(feature_kwargs())
     mask = draw(st.sampled_from([None, "bool", "additive"]))
     layout = draw(st.sampled_from(["bhld", "blhd"]))
     seed = draw(st.integers(0, 2 ** 16))

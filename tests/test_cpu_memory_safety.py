@@ -22,6 +22,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 from cpu_helpers import HAVE_MLX, HAVE_TORCH, native_or_skip  # noqa: E402
 from test_cpu_grad import GRAD_KINDS, run_case  # noqa: E402
+from test_cpu_hypothesis import feature_kwargs  # noqa: E402
 
 ISAS = ["avx512bf16", "avx512", "avx2", "generic"]
 pytestmark = pytest.mark.skipif(not GRAD_KINDS, reason="needs torch or mlx for gradients")
@@ -136,13 +137,7 @@ def gqa_problems(draw):
     shape = (draw(st.integers(1, 2)), G * Hkv, Hkv, draw(LENGTHS), draw(LENGTHS),
              draw(st.sampled_from([8, 40, 64, 72, 128])), 0)
     shape = shape[:6] + (draw(st.sampled_from([shape[5], 24])),)
-    kw = {}
-    if draw(st.booleans()):
-        kw["causal"] = True
-    if draw(st.booleans()):
-        kw["window"] = (draw(st.integers(-1, 100)), draw(st.integers(-1, 100)))
-    if draw(st.booleans()):
-        kw["softcap"] = draw(st.floats(1.0, 30.0))
+    kw = draw(feature_kwargs(max_side=100, min_softcap=1.0, scale=False))
     return (draw(st.sampled_from(ISAS)), draw(st.sampled_from(GRAD_KINDS)),
             draw(st.sampled_from(["float32", "bfloat16"])), shape, kw, draw(st.integers(0, 999)))
 

@@ -118,9 +118,6 @@ int threads_for(int64_t work_items) {
   return t;
 }
 
-}  // namespace
-
-namespace {
 int hardware_threads() { return int(std::max(1u, std::thread::hardware_concurrency())); }
 // More threads than this only add switching: the kernel is compute-bound. (A few more than the
 // cores are allowed, for tests and for containers whose CPU quota the count does not show.)
@@ -139,6 +136,23 @@ int threads_from_env() {
                                             "of the cpu kernel), got '") + env + "'");
   return int(std::min<long>(n, max_threads()));
 }
+
+// Whether lse can stand in for the softmax statistics in the backward: P = exp2(S - lse2) loses
+// log2(l) to rounding once |lse2| passes 2^8 (its float32 ulp is then 2^-15 or coarser): rows
+// whose every key carries a large finite mask (-1e4, -1e9, finfo.min).
+bool lse_is_coarse(const Problem& p) {
+  if (!p.lse) return false;
+  for (int b = 0; b < p.B; ++b) {
+    const Seq s = seq_of(p, b);
+    for (int h = 0; h < p.Hq; ++h)
+      for (int i = 0; i < s.Lq; ++i) {
+        const float lse = p.lse[b * p.ls[0] + h * p.ls[1] + (s.qo + i) * p.ls[2]];
+        if (std::isfinite(lse) && std::fabs(lse) * 1.4426950408889634f > 256.0f) return true;
+      }
+  }
+  return false;
+}
+
 }  // namespace
 
 int num_threads() {
@@ -289,25 +303,6 @@ void forward(const Problem& p_in) {
   });
 }
 
-namespace {
-
-// Whether lse can stand in for the softmax statistics in the backward: P = exp2(S - lse2) loses
-// log2(l) to rounding once |lse2| passes 2^8 (its float32 ulp is then 2^-15 or coarser): rows
-// whose every key carries a large finite mask (-1e4, -1e9, finfo.min).
-bool lse_is_coarse(const Problem& p) {
-  if (!p.lse) return false;
-  for (int b = 0; b < p.B; ++b) {
-    const Seq s = seq_of(p, b);
-    for (int h = 0; h < p.Hq; ++h)
-      for (int i = 0; i < s.Lq; ++i) {
-        const float lse = p.lse[b * p.ls[0] + h * p.ls[1] + (s.qo + i) * p.ls[2]];
-        if (std::isfinite(lse) && std::fabs(lse) * 1.4426950408889634f > 256.0f) return true;
-      }
-  }
-  return false;
-}
-
-}  // namespace
 
 void backward(const Problem& p_in) {
   check(p_in, true);

@@ -371,60 +371,62 @@ class _Conditionals:
     def text(self, k: int) -> str:
         return self.toks[self.sig[k]].text
 
-    def _extent(self, q: int):
-        n, d = len(self.sig), self.directive[q]
-        # second operand: up to the matching `:`
-        depth = nested = 0
-        k = q + 1
-        colon = None
-        while k < n and self.directive[k] == d:
+    def _level(self, k: int, d: int, step: int = 1):
+        """(index, token) of the significant tokens from k on (step -1: backwards) that lie
+        at k's bracket depth in directive d; ends with (index, None) at the bracket that
+        closes that depth, or where the directive or the text ends."""
+        deeper, shallower = (_OPEN, _CLOSE) if step > 0 else (_CLOSE, _OPEN)
+        depth = 0
+        while 0 <= k < len(self.sig) and self.directive[k] == d:
             t = self.text(k)
-            if t in _OPEN:
+            if t in deeper:
                 depth += 1
-            elif t in _CLOSE:
-                depth -= 1
-                if depth < 0:
-                    return None
-            elif depth == 0:
-                if t == "?":
-                    nested += 1
-                elif t == ":":
-                    if nested == 0:
-                        colon = k
-                        break
-                    nested -= 1
-                elif t == ";":
-                    return None
-            k += 1
-        if colon is None or colon == q + 1:
-            return None
-        # third operand: an assignment-expression
-        depth = nested = 0
-        k = colon + 1
-        while k < n and self.directive[k] == d:
-            t = self.text(k)
-            if t in _OPEN:
-                depth += 1
-            elif t in _CLOSE:
+            elif t in shallower:
                 if depth == 0:
                     break
                 depth -= 1
             elif depth == 0:
-                if t == ";" or (t == "," and nested == 0):
+                yield k, t
+            k += step
+        yield k, None
+
+    def _extent(self, q: int):
+        d = self.directive[q]
+        # second operand: up to the matching `:`
+        nested = 0
+        for k, t in self._level(q + 1, d):
+            if t is None or t == ";":
+                return None
+            if t == "?":
+                nested += 1
+            elif t == ":":
+                if nested == 0:
                     break
-                if t == "?":
-                    nested += 1
-                elif t == ":":
-                    if nested == 0:
-                        break
-                    nested -= 1
-                elif t == "<":
-                    close = self._template_close(k)
-                    if close is not None:
-                        k = close  # `static_cast<vec<float, 2>>(x)`, `v.template _sw<1,0>()`
-                elif t == ">" and self._open_angle_before(q):
-                    return None  # `f<c ? a : b>`: may close a template argument list
-            k += 1
+                nested -= 1
+        colon = k
+        if colon == q + 1:
+            return None
+        # third operand: an assignment-expression
+        nested, skip_to = 0, -1
+        for k, t in self._level(colon + 1, d):
+            if t is None:
+                break
+            if k <= skip_to:
+                continue  # inside a template argument list: `static_cast<vec<float, 2>>(x)`
+            if t == ";" or (t == "," and nested == 0):
+                break
+            if t == "?":
+                nested += 1
+            elif t == ":":
+                if nested == 0:
+                    break
+                nested -= 1
+            elif t == "<":
+                close = self._template_close(k)
+                if close is not None:
+                    skip_to = close
+            elif t == ">" and self._open_angle_before(q):
+                return None  # `f<c ? a : b>`: may close a template argument list
         if k == colon + 1:
             return None
         return colon, k
@@ -443,53 +445,34 @@ class _Conditionals:
         prev = self.text(k - 1)
         definite = prev in _TEMPLATE_NAMES or (k >= 2 and self.text(k - 2) == "template")
         n, d = len(self.sig), self.directive[k]
-        depth, angle = 0, 1
-        j = k + 1
-        while j < n and self.directive[j] == d:
-            t = self.text(j)
-            if t in _OPEN:
-                depth += 1
-            elif t in _CLOSE:
-                if depth == 0:
-                    return None
-                depth -= 1
-            elif depth == 0:
-                if t == "<" and self._may_open_template(j):
-                    angle += 1
-                elif t == ">":
-                    angle -= 1
-                    if angle == 0:
-                        after = self.text(j + 1) if j + 1 < n and self.directive[j + 1] == d else ""
-                        return j if definite or after in ("(", "::", "{") else None
-                elif t in _NOT_TEMPLATE_ARGS:
-                    return None
-            j += 1
+        angle = 1
+        for j, t in self._level(k + 1, d):
+            if t is None:
+                return None
+            if t == "<" and self._may_open_template(j):
+                angle += 1
+            elif t == ">":
+                angle -= 1
+                if angle == 0:
+                    after = self.text(j + 1) if j + 1 < n and self.directive[j + 1] == d else ""
+                    return j if definite or after in ("(", "::", "{") else None
+            elif t in _NOT_TEMPLATE_ARGS:
+                return None
         return None
 
     def _open_angle_before(self, q: int) -> bool:
         """Whether a `<` that may open a template argument list, and is not closed
         by a `>`, precedes `?` in its expression."""
-        depth = balance = 0
-        k = q - 1
-        d = self.directive[q]
-        while k >= 0 and self.directive[k] == d:
-            t = self.text(k)
-            if t in _CLOSE:
-                depth += 1
-            elif t in _OPEN:
-                if depth == 0:
-                    break
-                depth -= 1
-            elif depth == 0:
-                if t == ";":
-                    break
-                if t == ">":
-                    balance += 1
-                elif t == "<" and self._may_open_template(k):
-                    balance -= 1
-                    if balance < 0:
-                        return True
-            k -= 1
+        balance = 0
+        for k, t in self._level(q - 1, self.directive[q], step=-1):
+            if t is None or t == ";":
+                return False
+            if t == ">":
+                balance += 1
+            elif t == "<" and self._may_open_template(k):
+                balance -= 1
+                if balance < 0:
+                    return True
         return False
 
     def _joined(self, k: int, last: int) -> str:
