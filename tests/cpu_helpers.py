@@ -3,6 +3,10 @@ with mlx_attn.reference (float64) against the math backend's error in the same d
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -12,6 +16,17 @@ from mlx_attn.reference import max_error, passes, reference, to_f64
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_MLX = importlib.util.find_spec("mlx") is not None
+
+
+def run_child(code: str, **env: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter, with `env` added to the environment. The child must import
+    the same mlx_attn as this process (installed, or the source tree with its in-place build),
+    so that one goes first on the path and the child runs outside the source tree."""
+    import mlx_attn
+    home = os.path.dirname(os.path.dirname(os.path.abspath(mlx_attn.__file__)))
+    env = dict(os.environ, **env, PYTHONPATH=home + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=tempfile.gettempdir())
 
 
 def native_or_skip():

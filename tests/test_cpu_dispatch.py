@@ -3,16 +3,13 @@ arrays; clear errors for bad input; and clear `not_supported_reasons` when the e
 built, the installed MLX differs from the one it was built against, or mlx is not importable."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 import textwrap
 
 import numpy as np
 import pytest
 
-from cpu_helpers import HAVE_MLX, HAVE_TORCH, kinds, make, mlx_ready, native_or_skip, rand
+from cpu_helpers import (HAVE_MLX, HAVE_TORCH, kinds, make, mlx_ready, native_or_skip, rand,
+                         run_child)
 from mlx_attn import explain, flash_attention, flash_attention_varlen
 from mlx_attn.backends import by_name
 from mlx_attn.cpu import status
@@ -159,13 +156,7 @@ def test_extension_not_built_is_a_reason(monkeypatch):
 def _run_without_mlx(code: str) -> str:
     """Run `code` in a fresh interpreter where `import mlx` fails (a torch-only workstation)."""
     prelude = "import sys\nsys.modules['mlx'] = None\nsys.modules['mlx.core'] = None\n"
-    # the child must import the same mlx_attn as this process (installed, or the source tree
-    # with its in-place build), so put that first and run outside the source tree
-    import mlx_attn
-    home = os.path.dirname(os.path.dirname(os.path.abspath(mlx_attn.__file__)))
-    env = dict(os.environ, PYTHONPATH=home + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir())
+    done = run_child(prelude + textwrap.dedent(code))
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -11,8 +11,6 @@ kernels' bounds checks on.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from cpu_helpers import HAVE_MLX, HAVE_TORCH, native_or_skip  # noqa: E402
+from cpu_helpers import HAVE_MLX, HAVE_TORCH, native_or_skip, run_child  # noqa: E402
 from test_cpu_grad import GRAD_KINDS, run_case  # noqa: E402
 from test_cpu_hypothesis import feature_kwargs  # noqa: E402
 
@@ -165,9 +163,7 @@ def _threads_in_child(value):
             "try:\n    flash_attention(q, q, q, backend='cpu')\n"
             "    print('threads', native().num_threads())\n"
             "except ValueError as e:\n    print('error', e)\n")
-    env = dict(os.environ, MLX_ATTN_THREADS=value)
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=120).stdout.strip()
+    return run_child(code, MLX_ATTN_THREADS=value).stdout.strip()
 
 
 def test_thread_count_is_capped(native):
