@@ -10,8 +10,9 @@ the native C++ kernel of csrc/cpu. Nothing here is imported until the backend ru
 
 Compiled modules, installed next to these files: `_kernel` (numpy / torch, no MLX dependency) and
 `_mlx_primitive` (NB_DOMAIN mlx, linked against the libmlx it was built with). `pip install .`
-builds both (CMake options MLX_ATTN_BUILD_CPU, MLX_ATTN_BUILD_MLX). In-place developer build:
+builds both (CMake options MLX_ATTN_BUILD_CPU, MLX_ATTN_BUILD_MLX). Developer build: the editable
+install of the README's layout section, or by hand:
 
     cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build/dev -j2
-    (cd mlx_attn/cpu && ln -sf ../../build/dev/csrc/cpu/*.so .)   # git-ignored links
+    (cd src/mlx_attn/cpu && ln -sf ../../../build/dev/csrc/cpu/*.so .)   # git-ignored links
 """
