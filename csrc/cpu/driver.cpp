@@ -112,7 +112,24 @@ Problem with_window_canonical(const Problem& p) {
   return q;
 }
 
-int threads_for(int64_t work_items) {
+// Below this many multiply-adds (a few microseconds on one core) a call runs on the calling thread
+// alone: waking a worker costs about as much as it would save, and a tiny call (decode of a small
+// model, per-layer, per-token) would pay the wake-up latency every time.
+constexpr int64_t kMinParallelWork = int64_t(1) << 19;
+
+// Multiply-adds of the problem's two matmuls, over every sequence (no causal / window discount).
+int64_t work_of(const Problem& p) {
+  int64_t work = 0;
+  for (int b = 0; b < p.B; ++b) {
+    const Seq s = seq_of(p, b);
+    work += int64_t(p.Hq) * s.Lq * s.Lk * (p.D + p.Dv);
+    if (work >= kMinParallelWork) break;
+  }
+  return work;
+}
+
+int threads_for(int64_t work_items, const Problem& p) {
+  if (work_of(p) < kMinParallelWork) return 1;
   int t = num_threads();
   if (work_items < t) t = int(std::max<int64_t>(work_items, 1));
   return t;
@@ -270,7 +287,7 @@ void forward(const Problem& p_in) {
     nsplit = std::min({nsplit, maxLk / 256, 64});
     nsplit = std::max(nsplit, 1);
   }
-  const int nthreads = threads_for(int64_t(ni) * nsplit);
+  const int nthreads = threads_for(int64_t(ni) * nsplit, p);
   const size_t wsz = use_small ? K.fwd_small_ws(p) : K.fwd_ws(p);
   std::vector<std::unique_ptr<Buffer>> ws;
   for (int t = 0; t < nthreads; ++t) ws.emplace_back(new Buffer(wsz));
@@ -356,7 +373,7 @@ void backward(const Problem& p_in) {
     }
   }
   const int n = int(items.size());
-  const int nthreads = threads_for(n);
+  const int nthreads = threads_for(n, p);
   const size_t wsz = K.bwd_ws(p);
   std::vector<std::unique_ptr<Buffer>> ws;
   for (int t = 0; t < nthreads; ++t) ws.emplace_back(new Buffer(wsz));

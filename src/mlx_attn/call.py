@@ -14,7 +14,7 @@ from typing import Any, Optional
 FEATURES = ("causal", "mask", "window", "softcap", "lse", "varlen", "backward", "gqa", "dv")
 
 
-@dataclass
+@dataclass(slots=True)
 class AttentionCall:
     kind: str                      # "mlx" | "torch" | "numpy"
     device: str                    # "cpu", "cuda:0", "gpu" (MLX's default device type), ...
@@ -58,6 +58,13 @@ class AttentionCall:
     def offset(self) -> int:
         """Bottom-right alignment offset Lk - Lq used by causal and window."""
         return self.Lk - self.Lq
+
+    def signature(self) -> tuple:
+        """Everything a backend's declared support depends on, values aside (the arrays' kind,
+        device and dtype, head dims, features present): dispatch decides once per signature."""
+        return (self.kind, self.device, self.dtype, self.D, self.Dv, self.Hq != self.Hkv,
+                self.causal, self.mask is not None, self.window is not None,
+                self.softcap is not None, self.return_lse, self.varlen, self.requires_grad)
 
     def features(self) -> set:
         used = set()

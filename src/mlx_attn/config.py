@@ -42,3 +42,4 @@ def reload() -> None:
     chunk_setting.cache_clear()
     from . import dispatch
     dispatch.reset_warnings()
+    dispatch.clear_cache()

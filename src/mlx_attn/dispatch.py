@@ -42,8 +42,47 @@ def requested(backend: str) -> str:
     return choice
 
 
+# Per (requested backend, call signature): the backends whose signature-level reasons are empty,
+# in the order `choose` tries them. A repeated call then only runs their cheap `call_reasons`.
+_PLANS: dict = {}
+_MAX_PLANS = 1024
+_REQUESTED: dict = {}
+
+
+def clear_cache() -> None:
+    """Forget the cached decisions (config.reload does; tests that swap backends do)."""
+    _PLANS.clear()
+    _REQUESTED.clear()
+
+
 def choose(call: AttentionCall, backend: str = "auto") -> Backend:
-    choice = requested(backend)
+    choice = _REQUESTED.get(backend) if isinstance(backend, str) else None
+    if choice is None:
+        choice = requested(backend)
+        _REQUESTED[backend] = choice
+    key = (choice, call.signature())
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _plan(call, choice)
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    for candidate in plan:
+        if not candidate.call_reasons(call):
+            return candidate
+    return _choose_uncached(call, choice)  # raises, warns, or falls to math as the rules say
+
+
+def _plan(call: AttentionCall, choice: str) -> tuple:
+    if choice in SPECIAL:
+        fused_only = choice == "flash"
+        return tuple(b for b in registry() if (b.fused or not fused_only)
+                     and not b.signature_reasons(call))
+    chosen = by_name(choice)
+    return () if chosen.signature_reasons(call) else (chosen,)
+
+
+def _choose_uncached(call: AttentionCall, choice: str) -> Backend:
     if choice == "auto":
         for candidate in registry():
             if not candidate.not_supported_reasons(call):
@@ -77,8 +116,8 @@ def _warn_flash_fallback(call: AttentionCall) -> None:
 
 def explain_call(call: AttentionCall, backend: str = "auto") -> str:
     """One line per backend: chosen, could run, or why not."""
-    try:
-        chosen = choose(call, backend)
+    try:  # derived afresh, not from the per-signature cache: this is the diagnostic
+        chosen = _choose_uncached(call, requested(backend))
         problem = None
     except BackendUnavailableError as error:
         chosen, problem = None, str(error)

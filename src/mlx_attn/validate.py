@@ -22,6 +22,42 @@ def _describe(x) -> str:
     return f"{type(x).__module__}.{type(x).__name__}"
 
 
+# What the checks of `_arrays` and `_float_dtype` conclude depends only on the arrays' types,
+# dtypes and devices (never their values or shapes), so it is kept per such signature: a
+# repeated call pays for one dict lookup instead of re-deriving kinds, devices and dtypes.
+_SIGNATURES: dict = {}
+_MAX_SIGNATURES = 256
+
+
+def _signature(q, k, v):
+    """(kind, ops, device, dtype) of q, k, v, checked; cached per signature."""
+    key = None
+    try:
+        ops = _OPS_BY_TYPE[type(q)]
+        key = (type(q), type(k), type(v), ops.signature(q, k, v))
+        return _SIGNATURES[key]
+    except (KeyError, AttributeError, TypeError):
+        pass  # first call with this signature, or not arrays at all: the full checks say which
+    named = {"q": q, "k": k, "v": v}
+    kind, ops, device = _arrays(named)
+    found = (kind, ops, device, _float_dtype(ops, named))
+    _OPS_BY_TYPE.setdefault(type(q), ops)
+    # numpy arrays in a foreign byte order are copied by canonical() on every call: not cached
+    if ops.native_order(q, k, v):
+        if len(_SIGNATURES) >= _MAX_SIGNATURES:
+            _SIGNATURES.clear()
+        _SIGNATURES[(type(q), type(k), type(v), ops.signature(q, k, v))] = found
+    return found
+
+
+_OPS_BY_TYPE: dict = {}
+
+
+def clear_cache() -> None:
+    _SIGNATURES.clear()
+    _OPS_BY_TYPE.clear()
+
+
 def _arrays(named: dict):
     """Check that all arrays are of one supported kind on one device; return (kind, ops, device)."""
     first_name, first = next(iter(named.items()))
@@ -145,22 +181,24 @@ def _mask(mask, ops, kind, device, target):
 
 def check_dense(q, k, v, *, scale, causal, mask, window, softcap, return_lse,
                 layout) -> AttentionCall:
-    kind, ops, device = _arrays({"q": q, "k": k, "v": v})
-    dtype = _float_dtype(ops, {"q": q, "k": k, "v": v})
-    q, k, v = (ops.canonical(x) for x in (q, k, v))
+    kind, ops, device, dtype = _signature(q, k, v)
+    q, k, v = ops.canonical(q), ops.canonical(k), ops.canonical(v)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    doc = "[B, H, L, D]" if layout == "bhld" else "[B, L, H, D]"
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        _rank(x, name, 4, doc)
+    qs, ks, vs = tuple(q.shape), tuple(k.shape), tuple(v.shape)
+    if len(qs) != 4 or len(ks) != 4 or len(vs) != 4:
+        doc = "[B, H, L, D]" if layout == "bhld" else "[B, L, H, D]"
+        for name, x in (("q", q), ("k", k), ("v", v)):
+            _rank(x, name, 4, doc)
     if layout == "blhd":
-        q, k, v = (ops.swapaxes(x, 1, 2) for x in (q, k, v))
-    (B, Hq, Lq, D), (_, Hkv, Lk, _), Dv = q.shape, k.shape, v.shape[3]
-    _same_dims(q.shape, k.shape, v.shape)
-    _sizes({"q": (q.shape, ("B", "Hq", "Lq", "D")), "k": (k.shape, ("B", "Hkv", "Lk", "D")),
-            "v": (v.shape, ("B", "Hkv", "Lk", "Dv"))}, "Lq + Lk", Lq + Lk)
-    target = (B, Hq, Lq, Lk)
-    mask, mask_kind = _mask(mask, ops, kind, device, target)
+        q, k, v = ops.swapaxes(q, 1, 2), ops.swapaxes(k, 1, 2), ops.swapaxes(v, 1, 2)
+        qs, ks, vs = ((s[0], s[2], s[1], s[3]) for s in (qs, ks, vs))
+    (B, Hq, Lq, D), (_, Hkv, Lk, _), Dv = qs, ks, vs[3]
+    _same_dims(qs, ks, vs)
+    if not (_fits(qs) and _fits(ks) and _fits(vs) and Lq + Lk <= INT32_MAX):
+        _sizes({"q": (qs, ("B", "Hq", "Lq", "D")), "k": (ks, ("B", "Hkv", "Lk", "D")),
+                "v": (vs, ("B", "Hkv", "Lk", "Dv"))}, "Lq + Lk", Lq + Lk)
+    mask, mask_kind = _mask(mask, ops, kind, device, (B, Hq, Lq, Lk))
     return AttentionCall(
         kind=kind, device=device, dtype=dtype, q=q, k=k, v=v,
         B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv, scale=_scale(scale, D),
@@ -168,6 +206,13 @@ def check_dense(q, k, v, *, scale, causal, mask, window, softcap, return_lse,
         window=_window(window, Lq, Lk),
         softcap=_softcap(softcap), return_lse=_flag(return_lse, "return_lse"), layout=layout,
         requires_grad=ops.requires_grad(q, k, v))
+
+
+def _fits(shape) -> bool:
+    """The common case of `_sizes`, cheaply: every size positive and within the 32-bit limits.
+    False only means "let `_sizes` look" (it accepts empty dims, or raises the precise error)."""
+    return 0 < shape[-1] and max(shape) <= INT32_MAX and \
+        0 < math.prod(shape[:-1]) <= INT32_MAX
 
 
 def _same_dims(qs, ks, vs):

@@ -2,7 +2,10 @@
 
 A backend is a small class: it states which array kinds, dtypes, head dims and features it
 handles, and `not_supported_reasons(call)` turns those declarations (plus anything specific it
-adds in `extra_reasons`) into human-readable reasons. An empty list means it can run the call.
+adds in `extra_reasons` and `call_reasons`) into human-readable reasons. An empty list means it
+can run the call. Reasons are split by what they depend on: the call's signature (kinds, dtypes,
+head dims, features: derived once per signature and cached by dispatch) or the call itself
+(`call_reasons`: strides, sizes, values of scalars; checked on every call).
 """
 from __future__ import annotations
 
@@ -31,7 +34,13 @@ class Backend:
         return []
 
     def extra_reasons(self, call: AttentionCall) -> list[str]:
-        """Reasons specific to this backend for this call (device, strides, sizes, ...)."""
+        """Reasons specific to this backend that depend only on `call.signature()` (device,
+        head dims, features, ...): dispatch derives them once per signature."""
+        return []
+
+    def call_reasons(self, call: AttentionCall) -> list[str]:
+        """Reasons that depend on more than the signature (strides, sizes, the scale's value):
+        cheap checks, run on every call."""
         return []
 
     def forward(self, call: AttentionCall):
@@ -52,6 +61,11 @@ class Backend:
         return not self.availability_reasons
 
     def not_supported_reasons(self, call: AttentionCall) -> list[str]:
+        """Why this backend cannot run `call`; empty if it can."""
+        return self.signature_reasons(call) or self.call_reasons(call)
+
+    def signature_reasons(self, call: AttentionCall) -> list[str]:
+        """The reasons that depend only on `call.signature()`."""
         if self.availability_reasons:
             return list(self.availability_reasons)
         reasons = []

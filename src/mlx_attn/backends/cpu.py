@@ -40,10 +40,13 @@ class CpuBackend(Backend):
         from ..cpu.status import kernel_reasons  # noqa: PLC0415
         return kernel_reasons()
 
-    def extra_reasons(self, call: AttentionCall) -> list[str]:
+    def call_reasons(self, call: AttentionCall) -> list[str]:
         if call.softcap is None and abs(call.scale) > MAX_SCALE:
             return [f"scale {call.scale:g} is beyond {MAX_SCALE:g}: the kernel's float32 scores "
                     "would overflow (the math backend takes it)"]
+        return []
+
+    def extra_reasons(self, call: AttentionCall) -> list[str]:
         if call.kind == "torch" and call.device != "cpu":
             return [f"takes torch tensors on the CPU, got device {call.device}"]
         if call.kind == "mlx":
@@ -65,12 +68,17 @@ def mlx_reasons() -> tuple:
     return reasons()
 
 
+_RUNNERS: dict = {}
+
+
 def _run(call: AttentionCall):
-    if call.kind == "numpy":
-        from ..cpu.numpy_op import numpy_forward  # noqa: PLC0415
-        return numpy_forward(call)
-    if call.kind == "torch":
-        from ..cpu.torch_op import torch_forward  # noqa: PLC0415
-        return torch_forward(call)
-    from ..cpu.mlx_op import mlx_forward  # noqa: PLC0415
-    return mlx_forward(call)
+    runner = _RUNNERS.get(call.kind)
+    if runner is None:  # imported on first use: numpy callers never import torch or mlx
+        if call.kind == "numpy":
+            from ..cpu.numpy_op import numpy_forward as runner  # noqa: PLC0415
+        elif call.kind == "torch":
+            from ..cpu.torch_op import torch_forward as runner  # noqa: PLC0415
+        else:
+            from ..cpu.mlx_op import mlx_forward as runner  # noqa: PLC0415
+        _RUNNERS[call.kind] = runner
+    return runner(call)

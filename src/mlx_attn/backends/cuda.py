@@ -83,6 +83,10 @@ class CudaBackend(Backend):
         if bucket not in _built_head_dims(ext):
             reasons.append(f"head-dim bucket {bucket} (D={call.D}, Dv={call.Dv}) is not compiled "
                            f"into this build (built: {_built_head_dims(ext)})")
+        return reasons
+
+    def call_reasons(self, call: AttentionCall) -> list[str]:
+        reasons = []
         for name, x in (("q", call.q), ("k", call.k), ("v", call.v)):
             reasons.extend(_layout_reasons(name, x))
         if call.Lq * call.group > _MAX_I32 or call.Lk > _MAX_I32 or call.B * call.Hq > _MAX_I32:

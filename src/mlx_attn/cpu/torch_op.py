@@ -45,7 +45,6 @@ def _register():
             return (q.shape[0], q.shape[1], v.shape[2]), (q.shape[1], q.shape[0])
         return (*q.shape[:3], v.shape[3]), tuple(q.shape[:3])
 
-    @torch.library.custom_op("mlx_attn::cpu_attention", mutates_args=(), device_types="cpu")
     def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
                   cu_q: Optional[torch.Tensor], cu_k: Optional[torch.Tensor], scale: float,
                   softcap: float, wl: int, wr: int, causal: bool, mask_kind: int,
@@ -60,6 +59,10 @@ def _register():
                     o_f32=out.dtype != q.dtype)
         native().forward(spec, openmp=torch_openmp())
         return out, lse
+
+    plain = attention
+    attention = torch.library.custom_op("mlx_attn::cpu_attention", mutates_args=(),
+                                        device_types="cpu")(plain)
 
     @attention.register_fake
     def _(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind, f32_out=False):
@@ -109,10 +112,13 @@ def _register():
         return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
 
     attention.register_autograd(backward, setup_context=setup_context)
-    return attention
+    return attention, plain
 
 
-_OP = _register()
+# _PLAIN is the op's implementation as a Python function: a call that needs neither autograd nor
+# tracing runs it directly, without the dispatcher's per-call cost (tens of microseconds, which is
+# most of a decode step on small models).
+_OP, _PLAIN = _register()
 
 
 def torch_ops():
@@ -126,6 +132,13 @@ def _torch_mask(mask):
     return mask.to(torch.float32)
 
 
+def _plain_tensors(call) -> bool:
+    """Plain CPU tensors (no subclass: FakeTensor, functorch wrappers... go through the op)."""
+    tensor = torch.Tensor
+    return type(call.q) is tensor and type(call.k) is tensor and type(call.v) is tensor and \
+        (call.mask is None or type(call.mask) is tensor)
+
+
 def torch_forward(call):
     op = _OP
     wl, wr = window_of(call)
@@ -135,8 +148,9 @@ def torch_forward(call):
         cu_k = torch.tensor(call.seqlens_k, dtype=torch.int32)
     # training in fp16 / bf16: keep out in float32 for the backward's delta = rowsum(dout * out)
     # (else the backward recomputes it: one more forward) and hand the caller the rounded copy
-    f32_out = call.q.dtype != torch.float32 and torch.is_grad_enabled() and \
-        any(t.requires_grad for t in (call.q, call.k, call.v))
+    f32_out = call.q.dtype != torch.float32 and call.requires_grad
+    if not call.requires_grad and _plain_tensors(call) and not torch.compiler.is_compiling():
+        op = _PLAIN
     out, lse = op(call.q, call.k, call.v, _torch_mask(call.mask), cu_q, cu_k, float(call.scale),
                   float(call.softcap or 0.0), int(wl), int(wr), bool(call.causal),
                   MASK_KIND[call.mask_kind], f32_out)

@@ -25,6 +25,22 @@ class Case:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def flops(self) -> float:
+        """4·B·Hq·Lq·Lk·D, halved when causal (as `AttentionCall.flops` for these shapes)."""
+        return 4.0 * self.B * self.Hq * self.Lq * self.Lk * self.D / (2 if self.causal else 1)
+
+    @property
+    def shape_class(self) -> str:
+        """Cases of one class run at about the same FLOP rate (what the cost model keys on)."""
+        return "decode" if self.Lq == 1 else "prefill causal" if self.causal else "prefill"
+
+
+def run_order(cases: list[Case]) -> list[Case]:
+    """Smallest score matrix first, so that the cost model has learned an implementation's speed
+    on a small case before it decides whether a large one is affordable."""
+    return sorted(cases, key=lambda c: c.B * c.Hq * c.Lq * c.Lk)
+
 
 def standard_cases(quick: bool = False) -> list[Case]:
     lengths = (256, 1024) if quick else (1024, 4096)

@@ -35,6 +35,14 @@ class MlxOps:
         # must support the vjp whenever they are chosen.
         return False
 
+    def signature(self, *xs) -> tuple:
+        """What the front end's type, dtype and device checks depend on (validate._signature):
+        MLX arrays run on the default device, so it is part of the signature."""
+        return (*(x.dtype for x in xs), mx.default_device().type)
+
+    def native_order(self, *xs) -> bool:
+        return True
+
     def to_host(self, x) -> np.ndarray:
         """A numpy copy; bfloat16 (which numpy lacks) is widened to float32 exactly."""
         return np.array(x.astype(mx.float32) if x.dtype == mx.bfloat16 else x)

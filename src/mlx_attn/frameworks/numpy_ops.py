@@ -29,6 +29,13 @@ class NumpyOps:
     def to_host(self, x) -> np.ndarray:
         return np.asarray(x)
 
+    def signature(self, *xs) -> tuple:
+        """What the front end's type and dtype checks depend on (see validate._signature)."""
+        return tuple(x.dtype for x in xs)
+
+    def native_order(self, *xs) -> bool:
+        return all(x.dtype.isnative for x in xs)
+
     def canonical(self, x):
         """x in native byte order (the one place big-endian input is converted): backends,
         the native kernel among them, read the memory as the machine's own numbers."""

@@ -32,6 +32,13 @@ class TorchOps:
     def requires_grad(self, *xs) -> bool:
         return torch.is_grad_enabled() and any(x.requires_grad for x in xs)
 
+    def signature(self, *xs) -> tuple:
+        """What the front end's type, dtype and device checks depend on (validate._signature)."""
+        return tuple((x.dtype, x.device) for x in xs)
+
+    def native_order(self, *xs) -> bool:
+        return True
+
     def to_host(self, x) -> np.ndarray:
         """A numpy copy; bfloat16 (which numpy lacks) is widened to float32 exactly."""
         x = x.detach().cpu()
