@@ -10,15 +10,21 @@ import json
 import shlex
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from packaging.markers import Marker
+from packaging.requirements import Requirement
 
-from cpu_helpers import HAVE_MLX, mlx_ready, native_or_skip, rand
+from cpu_helpers import HAVE_MLX, native_or_skip, rand
 from mlx_attn import backends, explain
 from mlx_attn.cpu import status
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = shlex.quote(sys.executable)
@@ -129,7 +135,6 @@ def test_install_source_of_this_run():
 
 @pytest.mark.skipif(not HAVE_MLX, reason="mlx not installed")
 def test_explain_shows_the_line(mismatch, source):
-    mlx_ready.__wrapped__ if hasattr(mlx_ready, "__wrapped__") else None
     import mlx.core as mx
     mx.set_default_device(mx.cpu)
     x = mx.array(rand(np.random.default_rng(0), 1, 2, 4, 8))
@@ -181,7 +186,6 @@ def _mlx_pin():
 
 def _mlx_requirements(fields: dict) -> dict:
     """{where: [Requirement on mlx]} over dependencies and every extra."""
-    from packaging.requirements import Requirement
     out = {"dependencies": [Requirement(r) for r in fields["dependencies"]]}
     for extra, reqs in fields["optional-dependencies"].items():
         out[extra] = [Requirement(r) for r in reqs]
@@ -190,7 +194,6 @@ def _mlx_requirements(fields: dict) -> dict:
 
 def _build_system_pins() -> dict:
     """{marker: version} of the build-system requirement on mlx (per platform)."""
-    from packaging.requirements import Requirement
     pins = {}
     for text in pyproject()["build-system"]["requires"]:
         req = Requirement(text)
@@ -210,20 +213,17 @@ def test_isolated_build_pins_the_build_system_mlx(platform):
     """pyproject.toml: where mlx is required at run time (extras mlx and test; the macOS core
     dependency), the wheel of an isolated build pins the build-system requirement's version."""
     env = ENVIRONMENTS[platform]
-    built = [v for marker, v in _build_system_pins().items()
-             if __import__("packaging.markers").markers.Marker(marker).evaluate(env)]
+    built = [v for marker, v in _build_system_pins().items() if Marker(marker).evaluate(env)]
     assert len(built) == 1, "one build-system mlx per platform"
     settings = pyproject()["tool"]["dynamic-metadata"][0]
     reqs = _mlx_requirements(_mlx_pin().render(settings, built[0]))
     for where in ("mlx", "test") + (("dependencies",) if platform == "macos" else ()):
-        here = [r for r in reqs[where] if r.marker is None or r.marker.evaluate(
-            dict(env, extra=where))]
+        here = [r for r in reqs[where] if r.marker is None or r.marker.evaluate(env)]
         assert here, f"{where} requires no mlx on {platform}"
         for r in here:
             assert str(r.specifier) == f"=={built[0]}", f"{where}: {r}"
-    if platform == "linux":
-        assert all("cpu" in r.extras for r in reqs["mlx"] + reqs["test"]
-                   if r.marker.evaluate(dict(env, extra="mlx")))
+    if platform == "linux":  # mlx alone has no CPU backend on Linux
+        assert all("cpu" in r.extras for r in reqs["mlx"] + reqs["test"] if r.marker.evaluate(env))
 
 
 def test_every_mlx_requirement_follows_the_build():
@@ -262,7 +262,6 @@ def test_build_backend_pins_the_mlx_of_its_environment(tmp_path):
     metadata = (tmp_path / dist_info / "METADATA").read_text()
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines()
                 if line.startswith("Requires-Dist:")]
-    from packaging.requirements import Requirement
     mlx = [Requirement(r) for r in requires if Requirement(r).name == "mlx"]
     assert len(mlx) == 5
     version = importlib.metadata.version("mlx")
@@ -282,6 +281,5 @@ def test_installed_wheel_requires_its_built_mlx():
         pytest.skip("mlx_attn is not installed")
     if Path(dist.locate_file("mlx_attn")).resolve() != Path(mlx_attn.__file__).resolve().parent:
         pytest.skip("the mlx_attn under test is not the installed distribution")
-    from packaging.requirements import Requirement
     mlx = [Requirement(r) for r in dist.requires or [] if Requirement(r).name == "mlx"]
     assert mlx and all(str(r.specifier) == f"=={built}" for r in mlx), mlx

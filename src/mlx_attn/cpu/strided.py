@@ -40,3 +40,21 @@ def base_spec(dtype, dims, scale, softcap, causal, window):
     return dict(dtype=DTYPE_CODE[dtype], B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv,
                 scale=float(scale), softcap=float(softcap or 0.0), causal=bool(causal),
                 wl=int(wl), wr=int(wr))
+
+
+def dense_spec(call, q, k, v, out, lse, desc):
+    """The kernel's spec for a dense bhld call without a mask (the common, latency-bound case).
+
+    `desc(x)` is (data pointer, element strides...) as the array has them: each of these arrays
+    spans the problem's own dims, so a size-1 dim is only ever indexed at 0 and needs no stride
+    0 (masks, which broadcast, go through `torch_desc` / `numpy_desc`). `out` and `lse` (or None)
+    are allocated by the caller.
+    """
+    wl, wr = call.window if call.window is not None else (-1, -1)
+    spec = dict(dtype=DTYPE_CODE[call.dtype], B=call.B, Hq=call.Hq, Hkv=call.Hkv, Lq=call.Lq,
+                Lk=call.Lk, D=call.D, Dv=call.Dv, scale=call.scale,
+                softcap=call.softcap or 0.0, causal=call.causal, wl=wl, wr=wr,
+                q=desc(q), k=desc(k), v=desc(v), o=desc(out))
+    if lse is not None:
+        spec["lse"] = desc(lse)
+    return spec

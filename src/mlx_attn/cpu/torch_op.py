@@ -9,8 +9,8 @@ import torch
 
 from .openmp import torch_openmp
 from .status import native
-from .strided import (MASK_KIND, MASK_TYPE, base_spec as make_spec, torch_desc, varlen_as_bhld,
-                      window_of)
+from .strided import (MASK_KIND, MASK_TYPE, base_spec as make_spec, dense_spec, torch_desc,
+                      varlen_as_bhld, window_of)
 
 
 def _register():
@@ -139,7 +139,28 @@ def _plain_tensors(call) -> bool:
         (call.mask is None or type(call.mask) is tensor)
 
 
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _raw_desc(t):
+    return (t.data_ptr(), *t.stride())
+
+
+def _direct_dense(call):
+    """A dense call without mask, autograd or tracing: the kernel straight from the call's own
+    sizes (no op dispatch, no re-derived dims)."""
+    B, Hq, Lq = call.B, call.Hq, call.Lq
+    out = torch.empty((B, Hq, Lq, call.Dv), dtype=_DTYPES[call.dtype])
+    lse = torch.empty((B, Hq, Lq), dtype=torch.float32) if call.return_lse else None
+    native().forward(dense_spec(call, call.q, call.k, call.v, out, lse, _raw_desc),
+                     openmp=torch_openmp())
+    return out, lse
+
+
 def torch_forward(call):
+    if not (call.requires_grad or call.varlen) and call.mask is None and _plain_tensors(call) \
+            and not torch.compiler.is_compiling():
+        return _direct_dense(call)
     op = _OP
     wl, wr = window_of(call)
     cu_q = cu_k = None

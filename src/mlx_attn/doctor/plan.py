@@ -94,11 +94,10 @@ class Planner:
         seconds = self.known(kind, impl, case)
         if impl.role == "math" and case.B * case.Hq * case.Lq * case.Lk > LARGE_SCORES:
             about = "" if seconds is None else f", ≳{_secs(seconds)} per call here"
-            return (f"not run at this size by default (its work grows with Lq·Lk{about}); "
-                    "checked on the smaller cases; --full runs it")
+            return (f"the math backend's time grows with Lq·Lk{about}; checked on the smaller "
+                    "cases; --full runs it")
         if seconds is not None and seconds > SLOW_CALL_S:
-            return (f"not run at this size by default: about {_secs(seconds)} per call "
-                    "(predicted from the smaller cases here); compared on the smaller cases; "
+            return (f"about {_secs(seconds)} per call here (predicted from the smaller cases); "
                     "--full runs it")
         return None
 

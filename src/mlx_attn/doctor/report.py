@@ -5,6 +5,7 @@ import json
 import platform
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..api import backends
@@ -38,33 +39,52 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
+SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _check_cell(r) -> str:
+    note = escape(r.note)
+    if r.skipped:
+        return f"[yellow]skipped[/]: {note}"
+    if r.ok is None:
+        return f"[dim]not run: {note}[/]"
+    if r.ok:
+        return "[green]ok[/]" + (f" [dim]· {note}[/]" if note else "")
+    return f"[red]FAIL[/] {note}"
+
+
 def results_table(title: str, results) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, caption_justify="left")
     for column, justify in (("case", "left"), ("impl", "left"), ("ms", "right"),
-                            ("TFLOP/s", "right"), ("vs SDPA", "right"), ("peak MB", "right"),
-                            ("max err", "right"), ("check", "left")):
+                            ("runs", "right"), ("TFLOP/s", "right"), ("vs SDPA", "right"),
+                            ("peak MB", "right"), ("max err", "right"), ("check", "left")):
         table.add_column(column, justify=justify)
+    footnotes = {}  # why a "vs SDPA" cell is empty -> its number
     for r in results:
-        if r.ok is None:
-            check = f"[dim]not run: {r.note}[/]"
-        elif r.ok:
-            check = "[green]ok[/]"
-        else:
-            check = f"[red]FAIL[/] {r.note}"
-        table.add_row(r.case, r.impl, _fmt(r.time_ms, ".2f"), _fmt(r.tflops, ".3f"),
-                      _fmt(r.vs_sdpa, ".2f"), _fmt(r.peak_mb, ".0f"), _fmt(r.max_err, ".1e"),
-                      check)
+        vs = _fmt(r.vs_sdpa, ".2f")
+        if r.vs_sdpa is None and r.vs_sdpa_note:
+            number = footnotes.setdefault(r.vs_sdpa_note, len(footnotes) + 1)
+            vs = "-" + str(number).translate(SUPERSCRIPTS)
+        table.add_row(r.case, r.impl, _fmt(r.time_ms, ".2f"), _fmt(r.runs, "d"),
+                      _fmt(r.tflops, ".3f"), vs, _fmt(r.peak_mb, ".0f"), _fmt(r.max_err, ".1e"),
+                      _check_cell(r))
+    lines = [str(n).translate(SUPERSCRIPTS) + " " + escape(note) for note, n in footnotes.items()]
+    if results and not any(r.native for r in results):
+        lines.append(f"{results[0].framework} has no SDPA of its own: no vs SDPA")
+    table.caption = "\n".join(lines) or None
     return table
 
 
-def print_report(console: Console, results) -> None:
+def print_report(console: Console, results, plan_line: str = "") -> None:
     groups = dict.fromkeys((r.framework, r.device, r.dtype) for r in results)
     for group in groups:
         rows = [r for r in results if (r.framework, r.device, r.dtype) == group]
         console.print(results_table("{} arrays on {}, {}".format(*group), rows))
-    console.print("median times; TFLOP/s = 4·B·H·Lq·Lk·D (halved if causal) / time; vs SDPA = "
-                  "the native SDPA's time / ours in the same run (> 1: we are faster); max err "
-                  "vs the float64 reference")
+    console.print("ms = median of `runs` timed calls; TFLOP/s = 4·B·H·Lq·Lk·D (halved if causal) "
+                  "/ time; vs SDPA = the native SDPA's time / ours in the same run (> 1: we are "
+                  "faster); max err vs the float64 reference")
+    if plan_line:
+        console.print(plan_line)
     failed = [r for r in results if r.ok is False]
     if failed:
         console.print(f"[red]{len(failed)} result(s) failed the reference check[/]")
@@ -72,9 +92,10 @@ def print_report(console: Console, results) -> None:
         console.print("[green]every result that ran matches the float64 reference[/]")
 
 
-def write_json(path: str, results, cases) -> None:
+def write_json(path: str, results, cases, plan: dict | None = None) -> None:
     payload = {"environment": environment(),
                "backends": [b.__dict__ | {"reasons": list(b.reasons)} for b in backends()],
+               "plan": plan or {},
                "cases": [c.as_dict() for c in cases],
                "results": [r.as_dict() for r in results]}
     with open(path, "w") as f:

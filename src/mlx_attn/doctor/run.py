@@ -86,20 +86,12 @@ def run_case(fw: Framework, case: Case, planner: Planner | None = None, tracker=
     for impl in implementations(fw, case):
         result = Result(fw.kind, fw.device, fw.dtype, case.name, impl.name, impl.role == "native")
         results.append(result)
-        if impl.role == "native":
-            fn = (lambda native_fn: lambda: native_fn(q, k, v))(native[1])
-        else:
-            reasons = [b for b in registry() if b.name == impl.name][0].not_supported_reasons(call)
-            if reasons:
-                result.note = "; ".join(reasons)
-                continue
-            fn = (lambda name: lambda: flash_attention(q, k, v, causal=case.causal,
-                                                       backend=name))(impl.name)
-        skip = planner.skip_reason(fw.kind, impl, case)
-        if skip:
-            result.skipped, result.note = True, f"{impl.name}: {skip}"
-            continue
         with tracker.step(Unit(fw, case, "check", impl), f"{label} · {impl.name}: check"):
+            fn, reason = _callable(impl, native, call, q, k, v, case)
+            reason = reason or planner.skip_reason(fw.kind, impl, case)
+            if reason:
+                result.note, result.skipped = reason, fn is not None
+                continue
             seconds = _check(result, fn, fw, rows, want)
         planner.checked.add((fw.kind, impl.name))
         if seconds is None:
@@ -114,6 +106,16 @@ def run_case(fw: Framework, case: Case, planner: Planner | None = None, tracker=
         _time_all(timed, fw, case, call.flops(), planner)
     _compare(results)
     return results
+
+
+def _callable(impl: Impl, native, call, q, k, v, case: Case):
+    """(fn, None), or (None, why the backend cannot take this call)."""
+    if impl.role == "native":
+        return (lambda: native[1](q, k, v)), None
+    reasons = next(b for b in registry() if b.name == impl.name).not_supported_reasons(call)
+    if reasons:
+        return None, "; ".join(reasons)
+    return (lambda: flash_attention(q, k, v, causal=case.causal, backend=impl.name)), None
 
 
 def _check(result: Result, fn, fw: Framework, rows, want) -> float | None:
@@ -200,8 +202,7 @@ def _compare(results) -> None:
         if native.time_ms:
             r.vs_sdpa = native.time_ms / r.time_ms
         else:
-            r.vs_sdpa_note = f"{native.impl} not timed on this case: " + (
-                native.note.removeprefix(f"{native.impl}: ") or "see its row")
+            r.vs_sdpa_note = f"{native.impl} not timed on this case: {native.note or 'see its row'}"
 
 
 def _join(*notes: str) -> str:
