@@ -198,14 +198,20 @@ def check_dense(q, k, v, *, scale, causal, mask, window, softcap, return_lse,
     if not (_fits(qs) and _fits(ks) and _fits(vs) and Lq + Lk <= INT32_MAX):
         _sizes({"q": (qs, ("B", "Hq", "Lq", "D")), "k": (ks, ("B", "Hkv", "Lk", "D")),
                 "v": (vs, ("B", "Hkv", "Lk", "Dv"))}, "Lq + Lk", Lq + Lk)
-    mask, mask_kind = _mask(mask, ops, kind, device, (B, Hq, Lq, Lk))
+    mask, mask_kind = (None, None) if mask is None else _mask(mask, ops, kind, device,
+                                                             (B, Hq, Lq, Lk))
+    # the scalar checks, skipped for the defaults (None, plain bools) that need none
     return AttentionCall(
         kind=kind, device=device, dtype=dtype, q=q, k=k, v=v,
-        B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv, scale=_scale(scale, D),
-        causal=_flag(causal, "causal"), mask=mask, mask_kind=mask_kind,
-        window=_window(window, Lq, Lk),
-        softcap=_softcap(softcap), return_lse=_flag(return_lse, "return_lse"), layout=layout,
-        requires_grad=ops.requires_grad(q, k, v))
+        B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv,
+        scale=1.0 / math.sqrt(D) if scale is None else _scale(scale, D),
+        causal=causal if causal.__class__ is bool else _flag(causal, "causal"),
+        mask=mask, mask_kind=mask_kind,
+        window=None if window is None else _window(window, Lq, Lk),
+        softcap=None if softcap is None else _softcap(softcap),
+        return_lse=return_lse if return_lse.__class__ is bool else _flag(return_lse,
+                                                                         "return_lse"),
+        layout=layout, requires_grad=ops.requires_grad(q, k, v))
 
 
 def _fits(shape) -> bool:

@@ -35,10 +35,10 @@ class MlxOps:
         # must support the vjp whenever they are chosen.
         return False
 
-    def signature(self, *xs) -> tuple:
+    def signature(self, q, k, v) -> tuple:
         """What the front end's type, dtype and device checks depend on (validate._signature):
         MLX arrays run on the default device, so it is part of the signature."""
-        return (*(x.dtype for x in xs), mx.default_device().type)
+        return (q.dtype, k.dtype, v.dtype, mx.default_device().type)
 
     def native_order(self, *xs) -> bool:
         return True

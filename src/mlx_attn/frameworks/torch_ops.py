@@ -30,11 +30,11 @@ class TorchOps:
         return x.dtype == torch.int32
 
     def requires_grad(self, *xs) -> bool:
-        return torch.is_grad_enabled() and any(x.requires_grad for x in xs)
+        return torch.is_grad_enabled() and any([x.requires_grad for x in xs])
 
-    def signature(self, *xs) -> tuple:
+    def signature(self, q, k, v) -> tuple:
         """What the front end's type, dtype and device checks depend on (validate._signature)."""
-        return tuple((x.dtype, x.device) for x in xs)
+        return (q.dtype, k.dtype, v.dtype, q.device, k.device, v.device)
 
     def native_order(self, *xs) -> bool:
         return True
