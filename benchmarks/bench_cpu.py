@@ -2,9 +2,9 @@
 all measured in one run with mlx_attn.timing (median of repeats, same thread count for us and
 torch; MLX uses its own CPU threading).
 
-    PYTHONPATH=. python benchmarks/bench_cpu.py            # default grid (~5-10 min on 2 cores)
-    PYTHONPATH=. python benchmarks/bench_cpu.py --quick    # smoke run
-    PYTHONPATH=. python benchmarks/bench_cpu.py --full     # L up to 16k, decode Lk 4k..32k
+    python benchmarks/bench_cpu.py            # default grid (~5-10 min on 2 cores)
+    python benchmarks/bench_cpu.py --quick    # smoke run
+    python benchmarks/bench_cpu.py --full     # L up to 16k, decode Lk 4k..32k
 
 Each ratio's two contenders are timed with their repeats interleaved (timing.measure_interleaved),
 since this kind of machine's speed drifts with its neighbours' load.

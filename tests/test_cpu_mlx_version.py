@@ -78,6 +78,20 @@ def test_rebuild_command_per_source(monkeypatch):
     assert status.rebuild_command() == f"{REBUILD} <your mlx_attn clone or sdist>"
 
 
+def test_rebuild_installs_what_the_build_requires():
+    """The tools of the line are pyproject.toml's build-system requirements (all but mlx: the
+    installed one is the point) and the CMake that CMakeLists.txt requires."""
+    import re
+    tools = {Requirement(t).name: Requirement(t) for t in status.BUILD_TOOLS}
+    for text in pyproject()["build-system"]["requires"]:
+        req = Requirement(text)
+        if req.name != "mlx":
+            assert req.name in tools and tools[req.name].specifier == req.specifier, text
+    minimum = re.search(r"cmake_minimum_required\(VERSION ([\d.]+)\)",
+                        (ROOT / "CMakeLists.txt").read_text()).group(1)
+    assert str(tools["cmake"].specifier) == f">={minimum}"
+
+
 def test_go_back_line_pins_the_backend_package_too(monkeypatch):
     """On Linux `mlx` alone has no backend: going back must pin mlx-cpu as well."""
     have = {"mlx-cpu"}
@@ -95,7 +109,7 @@ def test_go_back_line_pins_the_backend_package_too(monkeypatch):
 
 def test_direct_url_sources(tmp_path):
     """What pip records (PEP 610 direct_url.json) becomes what pip can build from again."""
-    clone = tmp_path / "clone"
+    clone = tmp_path / "my clone%25"  # as_uri() quotes both: decoded once
     clone.mkdir()
     (clone / "pyproject.toml").write_text("")
     sdist = tmp_path / "mlx_attn-0.1.0.tar.gz"

@@ -5,8 +5,10 @@ An MLX extension must run with that exact libmlx (C++ ABI, nanobind domain), so 
 installed version is declined here *before* `_mlx_primitive` is imported: a reason, never a crash.
 The reason is one line that ends with the exact command rebuilding mlx_attn against the installed
 MLX (`rebuild_command`), so that explain(), backends() and the doctor say how to get the `cpu`
-path back. (A wheel built by pyproject.toml requires the mlx it was built against, so pip warns
-when another one replaces it; build_support/mlx_pin.py.)
+path back. (A wheel built by pyproject.toml requires the mlx it was built against,
+build_support/mlx_pin.py, so `pip install mlx_attn[mlx]` installs that one; but pip does not
+check extras afterwards, and on Linux mlx is only an extra: a later `pip install mlx==other`
+goes unnoticed until here.)
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 # What a `--no-build-isolation` build needs in the environment besides mlx: pyproject.toml's
@@ -120,7 +122,7 @@ def _direct_url_source(info: dict) -> tuple[str | None, bool]:
         return spec + (f"#subdirectory={subdirectory}" if subdirectory else ""), False
     parsed = urlparse(url)
     if parsed.scheme == "file":
-        path = Path(url2pathname(unquote(parsed.path)))
+        path = Path(url2pathname(parsed.path))  # url2pathname unquotes
         if "dir_info" in info:
             if subdirectory:
                 path = path / subdirectory
