@@ -71,8 +71,7 @@ def main(argv=None) -> int:
     cases = standard_cases(args.quick)
     planner = Planner(Mode(full=args.full, repeats=args.repeats, max_seconds=args.max_seconds))
     order = run_order(cases)
-    estimator = Estimator(planner, [u for fw in frameworks for u in units_for(fw, order,
-                                                                                implementations)])
+    estimator = Estimator(planner, units_for(frameworks, order, implementations))
     columns = (TextColumn("{task.description}"), BarColumn(), TimeLeftColumn(estimator),
                TimeElapsedColumn())
     results = []
@@ -100,7 +99,7 @@ def main(argv=None) -> int:
 
 def _plan_line(args, results, seconds: float) -> str:
     skipped = sum(r.skipped for r in results)
-    once = sum(r.runs == 1 for r in results)
+    once = sum("timed once" in r.note for r in results)
     if args.full:
         return f"--full: every backend and baseline on every case; measured in {seconds:.0f} s"
     return (f"default plan, measured in {seconds:.0f} s: {skipped} slow result(s) skipped and "

@@ -7,7 +7,7 @@ By default:
 - every available backend is checked against the reference on every case, except where its
   call is predicted to be slow (`SLOW_CALL_S`) once it has been checked on a smaller case,
 - the math backend (the portable fallback, not what the doctor benchmarks) is left out of the
-  large cases once it has been checked on a small one,
+  large cases once it has been checked on a small one, unless its call there is fast (a GPU),
 - a call slower than `FAST_CALL_S` is timed once rather than repeated.
 Each skip carries its reason into the table and the JSON.
 """
@@ -20,10 +20,10 @@ from .cases import Case
 
 FAST_CALL_S = 0.5        # per call: repeat it up to this; above, the default plan times it once
 SLOW_CALL_S = 3.0        # predicted per call above this: the default plan does not run it again
-LARGE_SCORES = 1 << 25   # B·Hq·Lq·Lk above which the default plan leaves the math backend out
+LARGE_SCORES = 1 << 25   # B·Hq·Lq·Lk above which the default plan may leave the math backend out
 SETTLE_S = 0.05          # untimed pause before each timed call (see `timing.measure_interleaved`)
 # Speeds assumed before anything is measured (only the progress estimate uses them).
-PRIOR_RATE = {"ours": 50e9, "math": 5e9, "native": 10e9, "reference": 30e6}
+PRIOR_RATE = {"ours": 100e9, "math": 5e9, "native": 20e9, "reference": 30e6}
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ class Planner:
         """Seconds per call predicted from this array kind's own measurements, or None."""
         rate = self.rates.get((kind, impl.name, case.shape_class))
         if rate is None:  # another shape class of the same kind and impl: the closest guess
-            rate = next((r for (k, n, _), r in self.rates.items()
+            # tuple(): the progress bar's thread reads while the run learns
+            rate = next((r for (k, n, _), r in tuple(self.rates.items())
                          if (k, n) == (kind, impl.name)), None)
         return None if rate is None else work(impl.role, case) / rate
 
@@ -78,7 +79,7 @@ class Planner:
         """`known`, else what other array kinds measured for this impl, else the prior."""
         seconds = self.known(kind, impl, case)
         if seconds is None:
-            rates = [r for (_, n, c), r in self.rates.items()
+            rates = [r for (_, n, c), r in tuple(self.rates.items())
                      if n == impl.name and c == case.shape_class]
             rate = max(rates) if rates else PRIOR_RATE[impl.role]
             seconds = work(impl.role, case) / rate
@@ -92,12 +93,12 @@ class Planner:
                                   else (kind, impl.name) in self.checked):
             return None
         seconds = self.known(kind, impl, case)
-        if impl.role == "math" and case.B * case.Hq * case.Lq * case.Lk > LARGE_SCORES:
-            about = "" if seconds is None else f", ≳{_secs(seconds)} per call here"
-            return (f"the math backend's time grows with Lq·Lk{about}; checked on the smaller "
-                    "cases; --full runs it")
+        if impl.role == "math" and case.B * case.Hq * case.Lq * case.Lk > LARGE_SCORES and (
+                seconds is None or seconds > FAST_CALL_S):
+            about = "" if seconds is None else f" (about {_secs(seconds)} per call here)"
+            return f"its time grows with Lq·Lk{about}; checked on smaller cases; --full runs it"
         if seconds is not None and seconds > SLOW_CALL_S:
-            return (f"about {_secs(seconds)} per call here (predicted from the smaller cases); "
+            return (f"about {_secs(seconds)} per call here (predicted from smaller cases); "
                     "--full runs it")
         return None
 

@@ -26,15 +26,24 @@ class Unit:
     impls: tuple = field(default=(), compare=False)   # what a timing unit times
     # not the kind's first case: its impls have been checked by then
     later: bool = field(default=False, compare=False)
+    # a reference unit whose rows an earlier array kind of the same dtype computes
+    cached: bool = field(default=False, compare=False)
 
 
-def units_for(fw: Framework, cases: list[Case], impls_of) -> list[Unit]:
-    """Every unit of `fw`'s run, in run order; `impls_of(fw, case)` lists the impls that take
-    the case."""
+def units_for(frameworks: list[Framework], cases: list[Case], impls_of) -> list[Unit]:
+    """Every unit of the run, in run order; `impls_of(fw, case)` lists the impls of a case."""
+    units, seen = [], set()
+    for fw in frameworks:
+        units += _units(fw, cases, impls_of, seen)
+    return units
+
+
+def _units(fw: Framework, cases: list[Case], impls_of, seen: set) -> list[Unit]:
     units = []
     for n, case in enumerate(cases):
         impls = tuple(impls_of(fw, case))
-        units.append(Unit(fw, case, "reference", later=n > 0))
+        units.append(Unit(fw, case, "reference", later=n > 0, cached=(case, fw.dtype) in seen))
+        seen.add((case, fw.dtype))
         units += [Unit(fw, case, "check", impl, later=n > 0) for impl in impls]
         units.append(Unit(fw, case, "timing", impls=impls, later=n > 0))
     return units
@@ -51,15 +60,17 @@ class Estimator:
     def cost(self, unit: Unit) -> float:
         p, kind = self.planner, unit.fw.kind
         if unit.phase == "reference":
-            return p.reference_cost(kind, unit.fw.dtype, unit.case)
+            return 0.0 if unit.cached else p.reference_cost(kind, unit.fw.dtype, unit.case)
         if unit.phase == "check":
             return p.check_cost(kind, unit.impl, unit.case, unit.later)
         return sum(p.timing_cost(kind, impl, unit.case, unit.later) for impl in unit.impls)
 
     def remaining(self) -> float:
-        left = sum(self.cost(u) for u in self.pending)
-        if self.current is not None:
-            left += max(0.0, self.cost(self.current) - (time.perf_counter() - self.started))
+        """Called by the progress bar's refresh thread too: reads snapshots only."""
+        left = sum(self.cost(u) for u in tuple(self.pending))
+        current, started = self.current, self.started
+        if current is not None:
+            left += max(0.0, self.cost(current) - (time.perf_counter() - started))
         return left
 
     def fraction_done(self) -> float:
@@ -97,5 +108,8 @@ class TimeLeftColumn(ProgressColumn):
 
     def render(self, task) -> Text:
         left = self.estimator.remaining()
-        text = f"~{left:.0f} s left" if left < 120 else f"~{left / 60:.0f} min left"
+        if left < 1:
+            text = "<1 s left"
+        else:
+            text = f"~{left:.0f} s left" if left < 120 else f"~{left / 60:.0f} min left"
         return Text(text, style="progress.remaining")

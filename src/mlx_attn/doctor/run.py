@@ -144,7 +144,7 @@ def _judge(result: Result, impl: Impl, math_err: float | None) -> None:
         result.ok = passes(result.max_err, math_err)
     else:  # the math backend did not run on this case (skipped by the plan, or it failed)
         result.ok = result.max_err <= tolerance
-        result.note = f"checked against the {result.dtype} tolerance {tolerance:g} (no math run)"
+        result.note = f"within the {result.dtype} tolerance {tolerance:.0e} (no math here)"
     if result.ok is False and not result.note:
         result.note = f"max err {result.max_err:.2e} over the tolerance"
 
