@@ -132,11 +132,17 @@ def _torch_mask(mask):
     return mask.to(torch.float32)
 
 
+# torch.func transforms wrap tensors without changing their Python type
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
+
+
 def _plain_tensors(call) -> bool:
-    """Plain CPU tensors (no subclass: FakeTensor, functorch wrappers... go through the op)."""
+    """Plain CPU tensors outside any transform: subclasses (FakeTensor...), torch.func wrappers
+    (vmap, grad) and torch.compile tracing go through the registered op."""
     tensor = torch.Tensor
     return type(call.q) is tensor and type(call.k) is tensor and type(call.v) is tensor and \
-        (call.mask is None or type(call.mask) is tensor)
+        (call.mask is None or type(call.mask) is tensor) and not _functorch_active() and \
+        not torch.compiler.is_compiling()
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -158,8 +164,7 @@ def _direct_dense(call):
 
 
 def torch_forward(call):
-    if not (call.requires_grad or call.varlen) and call.mask is None and _plain_tensors(call) \
-            and not torch.compiler.is_compiling():
+    if not (call.requires_grad or call.varlen) and call.mask is None and _plain_tensors(call):
         return _direct_dense(call)
     op = _OP
     wl, wr = window_of(call)
@@ -170,7 +175,7 @@ def torch_forward(call):
     # training in fp16 / bf16: keep out in float32 for the backward's delta = rowsum(dout * out)
     # (else the backward recomputes it: one more forward) and hand the caller the rounded copy
     f32_out = call.q.dtype != torch.float32 and call.requires_grad
-    if not call.requires_grad and _plain_tensors(call) and not torch.compiler.is_compiling():
+    if not call.requires_grad and _plain_tensors(call):
         op = _PLAIN
     out, lse = op(call.q, call.k, call.v, _torch_mask(call.mask), cu_q, cu_k, float(call.scale),
                   float(call.softcap or 0.0), int(wl), int(wr), bool(call.causal),
