@@ -21,6 +21,9 @@ from ..backends import registry
 from ..reference import max_error, passes, reference, to_f64
 from ..validate import check_dense
 from .cases import Case, Framework, host_inputs, to_framework
+
+# Untimed pause before each group of timed calls: longer than OpenBLAS's spin after a call.
+BLAS_SETTLE_S = 0.3
 from .native import native_sdpa
 from .plan import FAST_CALL_S, REFERENCE, Impl, Planner
 from .progress import Unit, Untracked
@@ -172,8 +175,18 @@ def _time_all(timed, fw: Framework, case: Case, flops: float, planner: Planner) 
                 _record(result, measured, flops)
         except Exception as error:
             result.note, result.ok = f"failed while timed: {type(error).__name__}: {error}", False
+    # Ours and the native SDPA interleaved; the math backend on its own, after them: its BLAS
+    # (numpy's OpenBLAS above all) leaves worker threads spinning for ~0.1 s after each call,
+    # which halved the timing of whatever ran next on 2 cores.
+    _time_group([g for g in group if g[1] != "math"], fw, case, flops, planner)
+    _time_group([g for g in group if g[1] == "math"], fw, case, flops, planner)
+
+
+def _time_group(group, fw: Framework, case: Case, flops: float, planner: Planner) -> None:
     if not group:
         return
+    mode = planner.mode
+    time.sleep(BLAS_SETTLE_S)  # the check calls just before may have been BLAS-heavy
     try:
         measured = timing.measure_interleaved(
             [fn for *_, fn in group], warmup=mode.warmup, repeats=mode.repeats,
