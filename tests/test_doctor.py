@@ -279,3 +279,24 @@ def test_bad_arguments_are_reported(capsys):
     assert "unknown kind(s) ['jax']" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         doctor.main(["--repeats", "0"])
+
+
+def test_math_is_never_timed_interleaved_with_ours(monkeypatch):
+    """numpy's OpenBLAS workers spin after each math call: timed in turn with ours, they halved
+    our figure on 2 cores. Ours and the native SDPA share a group; math gets its own, and every
+    group starts after the BLAS settle pause."""
+    from mlx_attn import timing
+    from mlx_attn.doctor import run as run_module
+    groups, sleeps, measure = [], [], timing.measure_interleaved
+
+    def spy(fns, **kw):
+        groups.append(len(fns))
+        return measure(fns, **kw)
+    monkeypatch.setattr(timing, "measure_interleaved", spy)
+    monkeypatch.setattr(run_module.time, "sleep", lambda s: sleeps.append(s))
+    results = run_case(Framework("numpy", "cpu", "float32"), TINY[0],
+                       Planner(Mode(repeats=2, max_seconds=1.0)))
+    timed = [r.impl for r in results if r.time_ms is not None]
+    assert "math" in timed and len(timed) >= 2
+    assert groups == [len(timed) - 1, 1]      # ours (cpu) in one group, math alone after it
+    assert sleeps.count(run_module.BLAS_SETTLE_S) == 2

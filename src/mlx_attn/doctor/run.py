@@ -178,8 +178,8 @@ def _time_all(timed, fw: Framework, case: Case, flops: float, planner: Planner) 
     # Ours and the native SDPA interleaved; the math backend on its own, after them: its BLAS
     # (numpy's OpenBLAS above all) leaves worker threads spinning for ~0.1 s after each call,
     # which halved the timing of whatever ran next on 2 cores.
-    _time_group([g for g in group if g[1] != "math"], fw, case, flops, planner)
-    _time_group([g for g in group if g[1] == "math"], fw, case, flops, planner)
+    _time_group([g for g in group if g[1].role != "math"], fw, case, flops, planner)
+    _time_group([g for g in group if g[1].role == "math"], fw, case, flops, planner)
 
 
 def _time_group(group, fw: Framework, case: Case, flops: float, planner: Planner) -> None:
