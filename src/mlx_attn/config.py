@@ -36,10 +36,19 @@ def chunk_setting() -> int | None:
     return value
 
 
+# What modules above this one cached from the environment, forgotten on reload (they register
+# here, so that this module imports none of them: imports only go downward).
+_RELOAD_HOOKS: list = []
+
+
+def on_reload(hook) -> None:
+    """Call `hook()` on every `reload()` (dispatch forgets its warnings and cached plans)."""
+    _RELOAD_HOOKS.append(hook)
+
+
 def reload() -> None:
     """Forget the cached environment (for tests and long-running tools)."""
     requested_backend.cache_clear()
     chunk_setting.cache_clear()
-    from . import dispatch
-    dispatch.reset_warnings()
-    dispatch.clear_cache()
+    for hook in _RELOAD_HOOKS:
+        hook()

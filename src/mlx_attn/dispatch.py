@@ -55,6 +55,10 @@ def clear_cache() -> None:
     _REQUESTED.clear()
 
 
+config.on_reload(reset_warnings)
+config.on_reload(clear_cache)
+
+
 def choose(call: AttentionCall, backend: str = "auto") -> Backend:
     choice = _REQUESTED.get(backend) if isinstance(backend, str) else None
     if choice is None:

@@ -214,15 +214,23 @@ def _fwd_cuda(q, k, v, mask, scale, causal, window_left, window_right, softcap, 
 
 
 def _fwd_reference(q, k, v, mask, scale, causal, window_left, window_right, softcap, out_blhd):
-    from ..api import flash_attention
+    # the math backend on the op's own (already bhld) arguments: a sibling backend, called
+    # directly (the op must not call back up into the front end that dispatches to it)
+    from ..backends.math import MathBackend
+    from ..call import AttentionCall
 
-    window = None if (window_left < 0 and window_right < 0) else (window_left, window_right)
+    q, k, v = q.detach(), k.detach(), v.detach()
     if mask is not None:
         mask = mask.detach()
-    ref, lse = flash_attention(q.detach(), k.detach(), v.detach(), scale=scale, causal=causal,
-                               mask=mask, window=window, softcap=softcap if softcap > 0 else None,
-                               return_lse=True, backend="math")
-    B, Hq, Lq, _ = q.shape
+    (B, Hq, Lq, D), (_, Hkv, Lk, _), Dv = q.shape, k.shape, v.shape[3]
+    call = AttentionCall(
+        kind="torch", device=str(q.device), dtype=str(q.dtype).removeprefix("torch."), q=q, k=k,
+        v=v, B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv, scale=float(scale),
+        causal=bool(causal), mask=mask,
+        mask_kind=None if mask is None else "bool" if mask.dtype == torch.bool else "additive",
+        window=None if (window_left < 0 and window_right < 0) else (window_left, window_right),
+        softcap=softcap if softcap > 0 else None, return_lse=True)
+    ref, lse = MathBackend().forward(call)
     out = _empty_out(q, B, Hq, Lq, v.shape[3], out_blhd)
     out.copy_(ref)
     return out, lse.contiguous()
