@@ -12,6 +12,8 @@ from typing import Any, Optional
 # Every feature a backend may declare. `backward` is requested when torch autograd will need
 # gradients of q, k or v; `gqa` when Hq != Hkv; `dv` when v's head dim differs from q's.
 FEATURES = ("causal", "mask", "window", "softcap", "lse", "varlen", "backward", "gqa", "dv")
+# The kernels' mask kind codes (the CPU, CUDA and Metal kernels use the same three).
+MASK_CODES = {None: 0, "bool": 1, "additive": 2}
 
 
 @dataclass(slots=True)
@@ -58,6 +60,18 @@ class AttentionCall:
     def offset(self) -> int:
         """Bottom-right alignment offset Lk - Lq used by causal and window."""
         return self.Lk - self.Lq
+
+    @property
+    def window_sides(self) -> tuple:
+        """(left, right) as every kernel takes them: -1 = unbounded, causal folded into the right
+        side (query i + offset allows no key beyond itself, tighter than any right side >= 0)."""
+        left, right = self.window if self.window is not None else (-1, -1)
+        return (left, 0) if self.causal else (left, right)
+
+    @property
+    def mask_code(self) -> int:
+        """0 no mask, 1 bool (True keeps), 2 additive: the kernels' mask kind codes."""
+        return MASK_CODES[self.mask_kind]
 
     def signature(self) -> tuple:
         """Everything a backend's declared support depends on, values aside (the arrays' kind,

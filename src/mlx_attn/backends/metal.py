@@ -59,28 +59,25 @@ class MetalBackend(Backend):
 
     def forward(self, call: AttentionCall):
         import mlx.core as mx
-        from ..metal import Config, attention, window_sides
+        from ..metal import Config, attention
 
         B, Hq, Lq, Lk = call.B, call.Hq, call.Lq, call.Lk
         if 0 in (B, Hq, Lq, Lk):
             return _empty(mx, call, (B, Hq, Lq, call.Dv), (B, Hq, Lq))
-        mask, kind = call.mask, 0
-        if mask is not None:
-            kind = 1 if call.mask_kind == "bool" else 2
-            if mask.dtype == mx.float64:  # Metal has no double
-                mask = mask.astype(mx.float32)
-        cfg = Config(call.scale, call.softcap or 0.0, *window_sides(call.causal, call.window),
-                     mask_kind=kind)
+        mask = call.mask
+        if mask is not None and mask.dtype == mx.float64:  # Metal has no double
+            mask = mask.astype(mx.float32)
+        cfg = Config(call.scale, call.softcap or 0.0, *call.window_sides, mask_kind=call.mask_code)
         out, lse = attention(self.kernels, cfg, call.q, call.k, call.v, mask)
         return out, (lse if call.return_lse else None)
 
     def forward_varlen(self, call: AttentionCall):
         import mlx.core as mx
-        from ..metal import Config, attention, window_sides
+        from ..metal import Config, attention
 
         if 0 in (call.B, call.Hq, call.Lq, call.Lk):
             return _empty(mx, call, (call.Lq, call.Hq, call.Dv), (call.Hq, call.Lq))
-        cfg = Config(call.scale, call.softcap or 0.0, *window_sides(call.causal, call.window),
+        cfg = Config(call.scale, call.softcap or 0.0, *call.window_sides,
                      mask_kind=0, varlen=True, nseq=call.B, max_q=call.max_seqlen_q,
                      max_k=call.max_seqlen_k)
         # packed [total, H, D] -> a bhld view [1, H, total, D]; the kernels add cu offsets

@@ -5,6 +5,6 @@ ship in the wheel and are found at run time next to this file.
 """
 from .attention import attention
 from .blocks import HEAD_DIMS
-from .kernels import Config, MetalKernels, window_sides
+from .kernels import Config, MetalKernels
 
-__all__ = ["attention", "Config", "HEAD_DIMS", "MetalKernels", "window_sides"]
+__all__ = ["attention", "Config", "HEAD_DIMS", "MetalKernels"]

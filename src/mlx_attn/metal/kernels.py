@@ -48,13 +48,6 @@ class Config:
     max_k: int = 0
 
 
-def window_sides(causal: bool, window) -> tuple[int, int]:
-    left, right = window if window is not None else (-1, -1)
-    if causal:
-        right = 0  # j <= i + off, tighter than any right side >= 0
-    return int(left), int(right)
-
-
 class MetalKernels:
     """The attention kernels built with one kernel factory."""
 
