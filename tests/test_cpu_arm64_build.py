@@ -11,9 +11,11 @@ import sys
 
 import pytest
 
-SRC = pathlib.Path(__file__).resolve().parent.parent / "csrc" / "cpu"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SRC = ROOT / "csrc" / "cpu"
 PORTABLE = ["driver.cpp", "pool.cpp", "isa_generic.cpp"]
-FLAGS = ["-std=c++17", "-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-strict-aliasing"]
+FLAGS = ["-std=c++17", "-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-strict-aliasing",
+         "-I", str(ROOT / "include")]  # mlx_attn_common/rules.h, shared with the CUDA bridge
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ziglang") is None,
                                 reason="ziglang (a cross-compiling clang) is not installed")

@@ -23,6 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HOST_TESTS = ROOT / "cuda_bridge" / "host_tests"
 INCLUDE = ROOT / "cuda_bridge" / "include"
+COMMON_INCLUDE = ROOT / "include"  # mlx_attn_common/rules.h, shared with the CPU kernel
 
 
 def _compiler():
@@ -38,6 +39,7 @@ def test_cuda_host_self_check(tmp_path, name):
     source = HOST_TESTS / f"{name}.cpp"
     exe = tmp_path / name
     build = subprocess.run([_compiler(), "-std=c++17", "-O1", "-Wall", "-I", str(INCLUDE),
+                            "-I", str(COMMON_INCLUDE),
                             str(source), "-o", str(exe)], capture_output=True, text=True)
     assert build.returncode == 0, f"compiling {name}.cpp failed:\n{build.stderr}"
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)

@@ -6,10 +6,23 @@
 #pragma once
 #include <cstdint>
 
+#include "mlx_attn_common/rules.h"
+
 namespace mlx_attn_cpu {
 
+// The rules shared with the CUDA kernels (include/mlx_attn_common/rules.h): mask kinds, window
+// sides from the caller's integers, causal folded into the window, key / query ranges.
+using mlx_attn_common::MaskKind;
+using mlx_attn_common::MASK_NONE;
+using mlx_attn_common::MASK_BOOL;
+using mlx_attn_common::MASK_ADD;
+using mlx_attn_common::window_side;
+using mlx_attn_common::fold_causal;
+using mlx_attn_common::Span;
+using mlx_attn_common::keys_seen;
+using mlx_attn_common::queries_seeing;
+
 enum DType : int { F32 = 0, F16 = 1, BF16 = 2 };
-enum MaskKind : int { MASK_NONE = 0, MASK_BOOL = 1, MASK_ADD = 2 };
 // mask element types (bool masks are one byte per element)
 enum MaskType : int { MT_BOOL = 0, MT_F32 = 1, MT_F16 = 2, MT_BF16 = 3 };
 
@@ -48,19 +61,6 @@ struct Problem {
   void* dk = nullptr; int64_t dks[4] = {0, 0, 0, 0};
   void* dv = nullptr; int64_t dvs[4] = {0, 0, 0, 0};
 };
-
-// A window side from the caller's integer: one past every int32 length reaches every key
-// (unbounded, -1); a side below -1 stays invalid (forward / backward reject it).
-inline int window_side(int64_t w) {
-  if (w > INT32_MAX) return -1;
-  return w < -2 ? -2 : int(w);
-}
-
-// Combine `causal` with a window's right side (-1 = unbounded).
-inline int fold_causal(bool causal, int wr) {
-  if (!causal) return wr;
-  return (wr < 0 || wr > 0) ? 0 : wr;
-}
 
 // Forward: fills o (and lse if non-null). Throws std::invalid_argument on bad problems.
 void forward(const Problem& p);

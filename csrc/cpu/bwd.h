@@ -122,10 +122,8 @@ inline void score_tile_bwd(const Problem& p, float* ST, float* TT, int nk, int j
 
 // Query rows [ilo, ihi) that can see a key of [j0, j0 + nk).
 inline void rows_seeing(const Problem& p, const Seq& s, int j0, int nk, int* ilo, int* ihi) {
-  const int off = s.Lk - s.Lq;
-  *ilo = 0; *ihi = s.Lq;
-  if (p.wr >= 0) *ilo = imax(*ilo, j0 - off - p.wr);
-  if (p.wl >= 0) *ihi = imin(*ihi, j0 + nk - 1 - off + p.wl + 1);
+  const Span rows = queries_seeing(j0, j0 + nk - 1, s.Lq, s.Lk, p.wl, p.wr);
+  *ilo = rows.lo; *ihi = rows.hi + 1;
 }
 
 // dK (scaled) and dV of a key block from their float32 tiles (row strides Dp, Dvp).

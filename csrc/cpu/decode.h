@@ -157,7 +157,7 @@ template <int DT>
 void fwd_small_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws, float* partial) {
   const int D = p.D, Dv = p.Dv, Dp = padw(D), Dvp = padw(Dv), G = p.Hq / p.Hkv, n = R.n;
   const Seq s = seq_of(p, R.b);
-  const int off = s.Lk - s.Lq, hk = R.h[0] / G;
+  const int hk = R.h[0] / G;
   float* Q = ws;                                  // [8][Dp], scaled
   float* O = Q + size_t(kDecodeRows) * Dp;        // [8][Dvp], unnormalised
   float* S = O + size_t(kDecodeRows) * Dvp;       // [8][BKD]: scores, then P
@@ -179,8 +179,8 @@ void fwd_small_t(const Problem& p, const Rows& R, int kbeg, int kend, float* ws,
   constexpr int BIG = INT_MAX / 4;
   int lo[kDecodeRows], hi[kDecodeRows], klo = BIG, khi = -BIG;
   for (int r = 0; r < n; ++r) {
-    lo[r] = p.wl >= 0 ? imax(0, R.i[r] + off - p.wl) : 0;
-    hi[r] = p.wr >= 0 ? imin(s.Lk - 1, R.i[r] + off + p.wr) : s.Lk - 1;
+    const Span keys = keys_seen(R.i[r], R.i[r], s.Lq, s.Lk, p.wl, p.wr);
+    lo[r] = keys.lo; hi[r] = keys.hi;
     klo = imin(klo, lo[r]); khi = imax(khi, hi[r]);
   }
   klo = imax(klo, kbeg); khi = imin(khi + 1, kend);

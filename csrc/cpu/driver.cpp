@@ -223,11 +223,9 @@ void forward(const Problem& p_in) {
     const Seq s = seq_of(p, b);
     if (s.Lq == 0) continue;
     maxLk = std::max(maxLk, s.Lk);
-    const int off = s.Lk - s.Lq;
     auto keys = [&](int ifirst, int ilast) -> int64_t {
-      int64_t lo = p.wl >= 0 ? std::max<int64_t>(0, int64_t(ifirst) + off - p.wl) : 0;
-      int64_t hi = p.wr >= 0 ? std::min<int64_t>(s.Lk, int64_t(ilast) + off + p.wr + 1) : s.Lk;
-      return std::max<int64_t>(hi - lo, 0) + 1;
+      const Span k = keys_seen(ifirst, ilast, s.Lq, s.Lk, p.wl, p.wr);
+      return std::max<int64_t>(int64_t(k.hi) + 1 - k.lo, 0) + 1;
     };
     if (G > 1 && s.Lq <= 8) {  // decode: pack the group's heads into one row block
       for (int hk = 0; hk < p.Hkv; ++hk) {

@@ -16,6 +16,7 @@
 #include "mlx_attn_cuda/bwd_math.h"
 
 using namespace mlx_attn_cuda;
+using namespace mlx_attn_common;  // MASK_NONE / MASK_BOOL / MASK_ADD, shared with the kernels
 
 struct Problem {
   int B, Hq, Hkv, Lq, Lk, D, Dv, wl, wr, mask_kind;
@@ -53,8 +54,8 @@ int main() {
     fill(P.dout, (size_t)P.B * P.Hq * P.Lq * P.Dv);
     fill(P.dlse, (size_t)P.B * P.Hq * P.Lq);
     P.mask.resize((size_t)P.B * P.Hq * P.Lq * P.Lk);
-    for (auto& m : P.mask) m = P.mask_kind == 1 ? (double)(uni(0, 4) != 0) : (double)(float)normal(rng);
-    if (P.mask_kind == 1 && P.Lq > 1)  // a fully masked row
+    for (auto& m : P.mask) m = P.mask_kind == MASK_BOOL ? (double)(uni(0, 4) != 0) : (double)(float)normal(rng);
+    if (P.mask_kind == MASK_BOOL && P.Lq > 1)  // a fully masked row
       for (int j = 0; j < P.Lk; ++j) P.mask[(size_t)(0 * P.Lq + 0) * P.Lk + j] = 0.0;
 
     const int G = P.Hq / P.Hkv;
@@ -79,8 +80,8 @@ int main() {
             for (int d = 0; d < P.D; ++d) x += Q(b, h, i, d) * K(b, hk, j, d);
             x *= P.scale;
             if (P.softcap > 0) { t[j] = std::tanh(x / P.softcap); x = P.softcap * t[j]; }
-            keep[j] = allowed_spec(P, i, j) && !(P.mask_kind == 1 && M(b, h, i, j) == 0);
-            if (P.mask_kind == 2) x += M(b, h, i, j);
+            keep[j] = allowed_spec(P, i, j) && !(P.mask_kind == MASK_BOOL && M(b, h, i, j) == 0);
+            if (P.mask_kind == MASK_ADD) x += M(b, h, i, j);
             s[j] = x;
             if (keep[j]) mx = std::max(mx, x);
           }
@@ -121,8 +122,8 @@ int main() {
     f.d = P.D, f.dv = P.Dv, f.scale = P.scale, f.softcap = P.softcap;
     f.window_left = P.wl, f.window_right = fold_causal(P.causal, P.wr);
     auto pair = [&](int b, int h, int i, int j, float x, float* s, float* slope) {
-      const bool keep = !(P.mask_kind == 1 && M(b, h, i, j) == 0);
-      const float add = P.mask_kind == 2 ? (float)M(b, h, i, j) : 0.f;
+      const bool keep = !(P.mask_kind == MASK_BOOL && M(b, h, i, j) == 0);
+      const float add = P.mask_kind == MASK_ADD ? (float)M(b, h, i, j) : 0.f;
       return pair_score(f, x, i, j, keep, add, s, slope);
     };
     std::vector<double> edq(P.q.size(), 0), edk(P.k.size(), 0), edv(P.v.size(), 0);

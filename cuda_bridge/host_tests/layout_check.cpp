@@ -29,6 +29,7 @@
 #include "mlx_attn_cuda/traits.h"
 
 using namespace mlx_attn_cuda;
+using namespace mlx_attn_common;  // MASK_NONE / MASK_BOOL / MASK_ADD, shared with the kernels
 
 static long g_checks = 0, g_fail = 0;
 #define CHECK(cond, ...)                                   \
@@ -223,7 +224,7 @@ struct Problem {
   int B, Hq, Hkv, Lq, Lk, D;
   bool causal;
   int wl, wr;      // caller's window (-1 unbounded)
-  int mask_kind;   // 0 none, 1 bool (random), 2 additive (random)
+  int mask_kind;   // MASK_NONE, MASK_BOOL (random) or MASK_ADD (random)
   std::vector<double> q, k, v, mask;  // bhld, mask [B, Hq, Lq, Lk]
 };
 
@@ -258,8 +259,8 @@ static void reference(const Problem& P, std::vector<double>& out, std::vector<do
         double mx = -INFINITY;
         for (int j = 0; j < P.Lk; ++j) {
           double x = score(P, b, h, i, j);
-          if (P.mask_kind == 1 && mask_at(P, b, h, i, j) == 0) x = -INFINITY;
-          if (P.mask_kind == 2) x += mask_at(P, b, h, i, j);
+          if (P.mask_kind == MASK_BOOL && mask_at(P, b, h, i, j) == 0) x = -INFINITY;
+          if (P.mask_kind == MASK_ADD) x += mask_at(P, b, h, i, j);
           if (!ref_allowed(P, i, j)) x = -INFINITY;
           s[j] = x;
           mx = std::max(mx, x);
@@ -288,7 +289,7 @@ static void emulate(const Problem& P, int block_m, int block_n, int num_splits,
   p.rows = P.Lq * p.group;
   p.window_left = P.wl;
   p.window_right = fold_causal(P.causal, P.wr);
-  p.mask_type = P.mask_kind == 0 ? kMaskNone : (P.mask_kind == 1 ? kMaskBool : kMaskF32);
+  p.mask_type = P.mask_kind == MASK_NONE ? kMaskNone : (P.mask_kind == MASK_BOOL ? kMaskBool : kMaskF32);
   p.num_splits = num_splits;
   const int G = p.group;
   std::vector<double> o_acc((size_t)num_splits * P.B * P.Hq * P.Lq * P.D, 0.0);
@@ -310,8 +311,8 @@ static void emulate(const Problem& P, int block_m, int block_n, int num_splits,
               for (int j = n * block_n; j < (n + 1) * block_n; ++j) {
                 double x = j < P.Lk ? score(P, b, h, i, j) : 0.0;  // zero-filled keys
                 if (needs) {
-                  if (P.mask_kind == 1 && mask_at(P, b, h, i, j) == 0) x = -INFINITY;
-                  if (P.mask_kind == 2) x += mask_at(P, b, h, i, j);
+                  if (P.mask_kind == MASK_BOOL && mask_at(P, b, h, i, j) == 0) x = -INFINITY;
+                  if (P.mask_kind == MASK_ADD) x += mask_at(P, b, h, i, j);
                   if (!window_allows(i, j, p.lq, p.lk, p.window_left, p.window_right))
                     x = -INFINITY;
                 }
@@ -373,7 +374,7 @@ void check_blocked_softmax() {
     for (int x = 0; x < nk; ++x) P.k.push_back(normal(rng));
     for (int x = 0; x < nk; ++x) P.v.push_back(normal(rng));
     for (int x = 0; x < P.B * P.Hq * P.Lq * P.Lk; ++x)
-      P.mask.push_back(P.mask_kind == 1 ? (double)(uni(0, 3) != 0) : normal(rng));
+      P.mask.push_back(P.mask_kind == MASK_BOOL ? (double)(uni(0, 3) != 0) : normal(rng));
     std::vector<double> ro, rl, eo, el;
     reference(P, ro, rl);
     const int bm = uni(0, 1) ? 16 : 64, bn = uni(0, 1) ? 16 : 32;

@@ -8,29 +8,21 @@
 // heads (decode with GQA 32/8 fills 4 rows per query instead of 1), and nothing is repeated.
 #pragma once
 
+#include "mlx_attn_common/rules.h"
 #include "params.h"
 
 namespace mlx_attn_cuda {
 
+// The window rules shared with the CPU kernel (include/mlx_attn_common/rules.h).
+using mlx_attn_common::fold_causal;
+using mlx_attn_common::imax;
+using mlx_attn_common::imin;
+using mlx_attn_common::keys_seen;
+using mlx_attn_common::queries_seeing;
+using mlx_attn_common::Span;
+using mlx_attn_common::window_allows;
+
 MA_HD int ceil_div(int a, int b) { return (a + b - 1) / b; }
-MA_HD int imin(int a, int b) { return a < b ? a : b; }
-MA_HD int imax(int a, int b) { return a > b ? a : b; }
-
-// Causal folded into the window: causal means j <= i + off, i.e. right side 0; a window's own
-// right side (if bounded and smaller) still applies.
-MA_HD int fold_causal(bool causal, int window_right) {
-  if (!causal) return window_right;
-  return (window_right < 0 || window_right > 0) ? 0 : window_right;
-}
-
-// Is key j allowed for query i by the window (which carries causal)?
-MA_HD bool window_allows(int i, int j, int lq, int lk, int wl, int wr) {
-  const int c = i + (lk - lq);
-  if (j < 0 || j >= lk) return false;
-  if (wr >= 0 && j > c + wr) return false;
-  if (wl >= 0 && j < c - wl) return false;
-  return true;
-}
 
 struct BlockRange {
   int begin = 0;  // first key block (in units of block_n keys)
@@ -43,13 +35,10 @@ MA_HD BlockRange key_blocks(const FwdParams& p, int r0, int block_m, int block_n
   const int r_last = imin(r0 + block_m, p.rows) - 1;
   if (r_last < r0 || p.lk <= 0) return out;
   const int i_min = r0 / p.group, i_max = r_last / p.group;
-  const int off = p.lk - p.lq;
-  int lo = 0, hi = p.lk;  // keys [lo, hi)
-  if (p.window_right >= 0) hi = imin(hi, i_max + off + p.window_right + 1);
-  if (p.window_left >= 0) lo = imax(lo, i_min + off - p.window_left);
-  if (hi <= lo) return out;
-  out.begin = lo / block_n;
-  out.end = ceil_div(hi, block_n);
+  const Span keys = keys_seen(i_min, i_max, p.lq, p.lk, p.window_left, p.window_right);
+  if (keys.hi < keys.lo) return out;
+  out.begin = keys.lo / block_n;
+  out.end = ceil_div(keys.hi + 1, block_n);
   return out;
 }
 

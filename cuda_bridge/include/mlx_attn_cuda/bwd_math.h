@@ -19,25 +19,19 @@
 
 namespace mlx_attn_cuda {
 
-// Queries [lo, hi] that may attend to some key of [j_first, j_last] (window carries causal).
+// Queries [lo, hi] that may attend to some key of [j_first, j_last] (window carries causal;
+// mlx_attn_common::queries_seeing on this launch's sizes and window).
 MA_HD void bwd_query_range(const FwdParams& f, int j_first, int j_last, int* lo, int* hi) {
-  const int off = f.lk - f.lq;
-  int a = 0, b = f.lq - 1;
-  // j <= i + off + wr  <=>  i >= j - off - wr ;  j >= i + off - wl  <=>  i <= j - off + wl
-  if (f.window_right >= 0) a = imax(a, j_first - off - f.window_right);
-  if (f.window_left >= 0) b = imin(b, j_last - off + f.window_left);
-  *lo = a;
-  *hi = b;
+  const Span s = queries_seeing(j_first, j_last, f.lq, f.lk, f.window_left, f.window_right);
+  *lo = s.lo;
+  *hi = s.hi;
 }
 
-// Keys [lo, hi] that some query of [i_first, i_last] may attend to.
+// Keys [lo, hi] that some query of [i_first, i_last] may attend to (keys_seen).
 MA_HD void bwd_key_range(const FwdParams& f, int i_first, int i_last, int* lo, int* hi) {
-  const int off = f.lk - f.lq;
-  int a = 0, b = f.lk - 1;
-  if (f.window_left >= 0) a = imax(a, i_first + off - f.window_left);
-  if (f.window_right >= 0) b = imin(b, i_last + off + f.window_right);
-  *lo = a;
-  *hi = b;
+  const Span s = keys_seen(i_first, i_last, f.lq, f.lk, f.window_left, f.window_right);
+  *lo = s.lo;
+  *hi = s.hi;
 }
 
 // SPEC steps 1-5 for one pair: returns false when the pair is removed (then p = 0), else sets

@@ -4,11 +4,10 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define MA_HD __host__ __device__ __forceinline__
-#else
-#define MA_HD inline
-#endif
+#include "mlx_attn_common/rules.h"
+
+// __host__ __device__ __forceinline__ under nvcc, inline for the host compiler (rules.h).
+#define MA_HD MLX_ATTN_HD
 
 namespace mlx_attn_cuda {
 

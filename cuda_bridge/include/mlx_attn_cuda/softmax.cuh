@@ -114,12 +114,9 @@ __device__ __forceinline__ void apply_mask(const FwdParams& p, float (&acc)[kMTi
             break;
         }
       }
-      // Allowed keys of query i: lo <= j <= hi (window_allows in blocks.h, as an interval).
-      const int c = i + (p.lk - p.lq);
-      int hi = p.lk - 1, lo = 0;
-      if (p.window_right >= 0) hi = imin(hi, c + p.window_right);
-      if (p.window_left >= 0) lo = imax(lo, c - p.window_left);
-      const int lo_rel = lo - col0, hi_rel = hi - col0;
+      // Allowed keys of query i: lo <= j <= hi (window_allows as an interval).
+      const Span keys = keys_seen(i, i, p.lq, p.lk, p.window_left, p.window_right);
+      const int lo_rel = keys.lo - col0, hi_rel = keys.hi - col0;
 #pragma unroll
       for (int nj = 0; nj < kNTiles; ++nj) {
 #pragma unroll
