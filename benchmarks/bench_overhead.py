@@ -82,7 +82,7 @@ def mlx_contenders(shape):
 
 
 def _direct_spec(q, k, v, lib):
-    """The native kernel's argument dict for a dense bhld call, outputs preallocated."""
+    """The native kernel's keyword arguments for a dense bhld call, outputs preallocated."""
     from mlx_attn.cpu.strided import base_spec, numpy_desc, torch_desc
     B, Hq, Lq, D = q.shape
     _, Hkv, Lk, Dv = v.shape
@@ -95,7 +95,7 @@ def _direct_spec(q, k, v, lib):
         desc = numpy_desc
     spec = base_spec("float32", (B, Hq, Hkv, Lq, Lk, D, Dv), D ** -0.5, None, False, (-1, -1))
     spec.update(q=desc(q, 4), k=desc(k, 4), v=desc(v, 4), o=desc(out, 4), lse=desc(lse, 3),
-                o_f32=False)
+                o_f32=False, mask=None, mask_kind=0, mask_type=0, cu_q=None, cu_k=None)
     return spec, (out, lse)
 
 
@@ -110,7 +110,7 @@ def torch_contenders(shape):
     sdpa = torch.nn.functional.scaled_dot_product_attention
     return {
         "ours": lambda: flash_attention(q, k, v),
-        "kernel": lambda: (kernel(spec, openmp=openmp), keep),
+        "kernel": lambda: (kernel(**spec, openmp=openmp), keep),
         "native": lambda: sdpa(q, k, v, enable_gqa=gqa),
     }
 
@@ -120,7 +120,8 @@ def numpy_contenders(shape):
     q, k, v = host_inputs(shape)
     spec, keep = _direct_spec(q, k, v, "numpy")
     kernel = native().forward
-    return {"ours": lambda: flash_attention(q, k, v), "kernel": lambda: (kernel(spec), keep)}
+    return {"ours": lambda: flash_attention(q, k, v),
+            "kernel": lambda: (kernel(**spec, openmp=False), keep)}
 
 
 def main() -> int:

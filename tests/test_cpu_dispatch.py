@@ -103,10 +103,15 @@ def test_bad_cu_seqlens(kind, native):
 
 def test_native_kernel_rejects_bad_specs(native):
     """The C++ entry point checks its problem too (a ValueError, never a crash)."""
+    null = (0, 0, 0, 0, 0)  # a (data pointer, strides) tuple with no data
+    args = dict(dtype=0, B=1, Hq=3, Hkv=2, Lq=1, Lk=1, D=8, Dv=8, scale=1.0, softcap=0.0,
+                causal=False, wl=-1, wr=-1, q=null, k=null, v=null, o=null, o_f32=False,
+                lse=None, mask=None, mask_kind=0, mask_type=0, cu_q=None, cu_k=None,
+                openmp=False)
     with pytest.raises(ValueError, match="Hq must be a multiple"):
-        native.forward(dict(B=1, Hq=3, Hkv=2, Lq=1, Lk=1, D=8, Dv=8))
+        native.forward(**args)
     with pytest.raises(ValueError, match="required"):
-        native.forward(dict(B=1, Hq=1, Hkv=1, Lq=1, Lk=1, D=8, Dv=8))
+        native.forward(**dict(args, Hq=1, Hkv=1))
     with pytest.raises(ValueError):
         native.set_isa("sse1")
 

@@ -82,10 +82,12 @@ def test_same_bits_on_either_thread_team(native, torch, Lq):
         o, dq, dk, dv = np.empty_like(q), np.empty_like(q), np.empty_like(k), np.empty_like(v)
         lse = np.empty(q.shape[:3], np.float32)
         spec = dict(dtype=0, B=1, Hq=4, Hkv=Hkv, Lq=Lq, Lk=2000, D=64, Dv=64, scale=0.125,
-                    causal=Lq > 1, q=_desc(q), k=_desc(k), v=_desc(v), o=_desc(o), lse=_desc(lse))
-        native.forward(spec, openmp=openmp)
-        spec.update(dout=_desc(do), dq=_desc(dq), dk=_desc(dk), dv=_desc(dv))
-        native.backward(spec, openmp=openmp)
+                    softcap=0.0, causal=Lq > 1, wl=-1, wr=-1, q=_desc(q), k=_desc(k), v=_desc(v),
+                    o=_desc(o), o_f32=False, lse=_desc(lse), mask=None, mask_kind=0,
+                    mask_type=0, cu_q=None, cu_k=None)
+        native.forward(**spec, openmp=openmp)
+        native.backward(**spec, dout=_desc(do), dlse=None, dq=_desc(dq), dk=_desc(dk),
+                        dv=_desc(dv), openmp=openmp)
         results.append((o, lse, dq, dk, dv))
     for a, b in zip(*results):
         assert np.array_equal(a, b)

@@ -1,5 +1,8 @@
-"""How arrays are described to the native kernel: (data pointer, element strides...) tuples in
-(b, h, l, d) order, plus the problem's sizes and options as one dict (`spec`).
+"""How a problem is handed to the native kernel (`_kernel.forward` / `_kernel.backward`): every
+field is a required keyword argument (a missing, misspelled or extra one is a TypeError naming it;
+the optional arrays lse, mask, cu_q, cu_k, dlse are passed as None explicitly). An array is either
+a (data pointer, element strides...) tuple in (b, h, l, d) order, or a numpy array of that rank,
+which the binding reads in place through the buffer protocol.
 
 Size-1 dims get stride 0 (broadcast), so masks of any broadcastable shape are read in place.
 """
@@ -35,6 +38,8 @@ def window_of(call):
 
 
 def base_spec(dtype, dims, scale, softcap, causal, window):
+    """The kernel's scalar keyword arguments (sizes and options); the caller adds the arrays,
+    o_f32, mask_kind, mask_type and openmp."""
     B, Hq, Hkv, Lq, Lk, D, Dv = dims
     wl, wr = window
     return dict(dtype=DTYPE_CODE[dtype], B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv,
@@ -42,19 +47,18 @@ def base_spec(dtype, dims, scale, softcap, causal, window):
                 wl=int(wl), wr=int(wr))
 
 
-def dense_spec(call, q, k, v, out, lse, desc):
-    """The kernel's spec for a dense bhld call without a mask (the common, latency-bound case).
+def dense_forward(kernel, call, q, k, v, out, lse, openmp):
+    """Runs `kernel` (the native forward) on a dense bhld call without a mask (the common,
+    latency-bound case), its arguments spelled out (no dict built per call).
 
-    `desc(x)` is (data pointer, element strides...) as the array has them: each of these arrays
-    spans the problem's own dims, so a size-1 dim is only ever indexed at 0 and needs no stride
-    0 (masks, which broadcast, go through `torch_desc` / `numpy_desc`). `out` and `lse` (or None)
-    are allocated by the caller.
+    q, k, v, out and lse (or None) are the kernel's array arguments: numpy arrays as they are,
+    torch tensors as (data pointer, *stride()). Each spans the problem's own dims, so a size-1
+    dim is only ever indexed at 0 and needs no stride 0 (masks, which broadcast, go through
+    `torch_desc` / `numpy_desc`). `out` and `lse` are allocated by the caller.
     """
     wl, wr = call.window if call.window is not None else (-1, -1)
-    spec = dict(dtype=DTYPE_CODE[call.dtype], B=call.B, Hq=call.Hq, Hkv=call.Hkv, Lq=call.Lq,
-                Lk=call.Lk, D=call.D, Dv=call.Dv, scale=call.scale,
-                softcap=call.softcap or 0.0, causal=call.causal, wl=wl, wr=wr,
-                q=desc(q), k=desc(k), v=desc(v), o=desc(out))
-    if lse is not None:
-        spec["lse"] = desc(lse)
-    return spec
+    kernel(dtype=DTYPE_CODE[call.dtype], B=call.B, Hq=call.Hq, Hkv=call.Hkv, Lq=call.Lq,
+           Lk=call.Lk, D=call.D, Dv=call.Dv, scale=call.scale, softcap=call.softcap or 0.0,
+           causal=call.causal, wl=wl, wr=wr, q=q, k=k, v=v, o=out, o_f32=False, lse=lse,
+           mask=None, mask_kind=MASK_KIND[None], mask_type=0, cu_q=None, cu_k=None,
+           openmp=openmp)

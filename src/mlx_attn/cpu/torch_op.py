@@ -9,8 +9,8 @@ import torch
 
 from .openmp import torch_openmp
 from .status import native
-from .strided import (MASK_KIND, MASK_TYPE, base_spec as make_spec, dense_spec, torch_desc,
-                      varlen_as_bhld, window_of)
+from .strided import (MASK_KIND, MASK_TYPE, base_spec as make_spec, dense_forward,
+                      torch_desc, varlen_as_bhld, window_of)
 
 
 def _register():
@@ -28,14 +28,17 @@ def _register():
         return (lse.data_ptr(), 0, Lq, 1) if varlen else torch_desc(lse, 3)
 
     def base_spec(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind):
+        """The kernel's keyword arguments but for o, o_f32, lse (and the backward's) and openmp."""
         varlen = cu_q is not None
         dims = dims_of(q, k, v, cu_q)
         spec = make_spec(str(q.dtype).removeprefix("torch."), dims, scale, softcap, causal,
                          (wl, wr))
-        spec.update(q=desc(q, varlen), k=desc(k, varlen), v=desc(v, varlen))
-        if varlen:
-            spec.update(cu_q=(cu_q.data_ptr(),), cu_k=(cu_k.data_ptr(),))
-        if mask is not None:
+        spec.update(q=desc(q, varlen), k=desc(k, varlen), v=desc(v, varlen),
+                    cu_q=(cu_q.data_ptr(),) if varlen else None,
+                    cu_k=(cu_k.data_ptr(),) if varlen else None)
+        if mask is None:
+            spec.update(mask=None, mask_kind=MASK_KIND[None], mask_type=0)
+        else:
             spec.update(mask=torch_desc(mask, 4), mask_kind=mask_kind,
                         mask_type=MASK_TYPE[str(mask.dtype).removeprefix("torch.")])
         return spec, varlen, dims
@@ -55,9 +58,8 @@ def _register():
         oshape, lshape = out_shapes(q, v, cu_q)
         out = torch.empty(oshape, dtype=torch.float32 if f32_out else q.dtype)
         lse = torch.empty(lshape, dtype=torch.float32)
-        spec.update(o=desc(out, varlen), lse=lse_desc(lse, varlen, dims[3]),
-                    o_f32=out.dtype != q.dtype)
-        native().forward(spec, openmp=torch_openmp())
+        native().forward(**spec, o=desc(out, varlen), lse=lse_desc(lse, varlen, dims[3]),
+                         o_f32=out.dtype != q.dtype, openmp=torch_openmp())
         return out, lse
 
     plain = attention
@@ -82,13 +84,13 @@ def _register():
                                        mask_kind)
         dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype) for x in (q, k, v))
         # a float32 out (f32_out) spares the kernel recomputing it for delta
-        spec.update(o=desc(out, varlen), o_f32=out.dtype != q.dtype,
-                    lse=lse_desc(lse, varlen, dims[3]), dout=desc(dout, varlen), dq=desc(dq, varlen), dk=desc(dk, varlen),
-                    dv=desc(dv, varlen))
         if dlse is not None:
-            spec["dlse"] = (dlse.data_ptr(), 0, dlse.stride(0), dlse.stride(1)) if varlen \
+            dlse = (dlse.data_ptr(), 0, dlse.stride(0), dlse.stride(1)) if varlen \
                 else torch_desc(dlse, 3)
-        native().backward(spec, openmp=torch_openmp())
+        native().backward(**spec, o=desc(out, varlen), o_f32=out.dtype != q.dtype,
+                          lse=lse_desc(lse, varlen, dims[3]), dout=desc(dout, varlen), dlse=dlse,
+                          dq=desc(dq, varlen), dk=desc(dk, varlen), dv=desc(dv, varlen),
+                          openmp=torch_openmp())
         return dq, dk, dv
 
     @attention_backward.register_fake
@@ -158,8 +160,9 @@ def _direct_dense(call):
     B, Hq, Lq = call.B, call.Hq, call.Lq
     out = torch.empty((B, Hq, Lq, call.Dv), dtype=_DTYPES[call.dtype])
     lse = torch.empty((B, Hq, Lq), dtype=torch.float32) if call.return_lse else None
-    native().forward(dense_spec(call, call.q, call.k, call.v, out, lse, _raw_desc),
-                     openmp=torch_openmp())
+    dense_forward(native().forward, call, _raw_desc(call.q), _raw_desc(call.k),
+                  _raw_desc(call.v), _raw_desc(out), None if lse is None else _raw_desc(lse),
+                  torch_openmp())
     return out, lse
 
 
