@@ -8,9 +8,10 @@ Size-1 dims get stride 0 (broadcast), so masks of any broadcastable shape are re
 """
 from __future__ import annotations
 
+from ..call import MASK_CODES as MASK_KIND  # the kernels' mask kind codes, stated once
+
 DTYPE_CODE = {"float32": 0, "float16": 1, "bfloat16": 2}
 MASK_TYPE = {"bool": 0, "float32": 1, "float16": 2, "bfloat16": 3}
-MASK_KIND = {None: 0, "bool": 1, "additive": 2}
 
 
 def numpy_desc(a, rank: int):
