@@ -1,14 +1,13 @@
-"""Shared test helpers: random inputs as any array kind, and per-dtype tolerances.
-
-Tolerances compare against the float64 reference evaluated on the *rounded* inputs, so they
-only need to cover the computation and the final rounding of the output.
-"""
+"""Shared test helpers: random inputs as any array kind. The per-dtype tolerances are declared
+once, in tests/contract/tolerance.py (re-exported here for the math tests)."""
 from __future__ import annotations
 
 import importlib.util
 
 import numpy as np
 import pytest
+
+from contract.tolerance import UNIT, lse_tolerance, out_tolerance  # noqa: F401 (re-exported)
 
 HAVE = {kind: importlib.util.find_spec(kind) is not None for kind in ("mlx", "torch")}
 HAVE["numpy"] = True
@@ -18,11 +17,6 @@ KIND_DTYPES = [("numpy", "float32"), ("numpy", "float16"), ("numpy", "float64"),
                ("torch", "float32"), ("torch", "float16"), ("torch", "bfloat16"),
                ("torch", "float64"),
                ("mlx", "float32"), ("mlx", "float16"), ("mlx", "bfloat16")]
-
-# unit roundoff of each dtype: an output rounded once is off by at most this, relatively
-UNIT = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11,
-        "bfloat16": 2.0 ** -8}
-
 
 def need(kind: str) -> None:
     if not HAVE[kind]:
@@ -60,20 +54,3 @@ def qkv(rng, B, Hq, Hkv, Lq, Lk, D, Dv=None, *, kind="numpy", dtype="float32",
     if layout == "blhd":
         shapes = [(s[0], s[2], s[1], s[3]) for s in shapes]
     return tuple(randn(rng, s, kind, dtype) for s in shapes)
-
-
-def out_tolerance(dtype: str, ref: np.ndarray) -> float:
-    """What the math path may be off from float64 by: SPEC's 1e-4 for fp32; two roundings of
-    the largest output for fp16/bf16; tight for fp64."""
-    big = max(1.0, float(np.abs(ref).max(initial=0.0)))
-    if dtype == "float32":
-        return 1e-4
-    if dtype == "float64":
-        return 1e-10 * big
-    return 2 * UNIT[dtype] * big + 1e-5
-
-
-def lse_tolerance(ref_lse: np.ndarray) -> float:
-    """lse is float32 for every input dtype, computed in float32."""
-    finite = ref_lse[np.isfinite(ref_lse)]
-    return 1e-5 * max(1.0, float(np.abs(finite).max(initial=0.0)))

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from mlx_attn import flash_attention
-from mlx_attn.reference import max_error, passes, reference, to_f64
+from contract.tolerance import assert_fused
+from mlx_attn.reference import reference, to_f64
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_MLX = importlib.util.find_spec("mlx") is not None
@@ -75,27 +76,9 @@ def swap12(x):
 
 
 def assert_close(got, ref, math_got, what="out"):
-    """SPEC criterion: max|got - ref64| <= 2 max|math - ref64| + 1e-5 (non-finite must match)."""
-    err = max_error(got, ref)
-    err_math = max_error(math_got, ref)
-    if err_math == float("inf"):
-        # the math path itself is unusable here (NaN where the reference is finite): fall back
-        # to 4 units of the output dtype's rounding relative to the largest reference value
-        scale = 1.0 + float(np.abs(np.nan_to_num(np.asarray(ref), neginf=0)).max(initial=0))
-        err_math = 2 * ULP.get(_dtype_name(got), 2.0 ** -23) * scale
-    # SPEC: "fp32: <= 1e-4 absolute where the math path is exact to rounding" (our exp2-based
-    # softmax differs from the math path's exp by a few ulp, amplified in fp32 gradients)
-    fp32_ok = _dtype_name(got) == "float32" and err <= 1e-4
-    assert fp32_ok or passes(err, err_math), \
-        f"{what}: error {err:.3g} vs math path {err_math:.3g}"
-    return err
-
-
-ULP = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11, "float32": 2.0 ** -23}
-
-
-def _dtype_name(x) -> str:
-    return str(x.dtype).rsplit(".", 1)[-1]
+    """SPEC criterion: max|got - ref64| <= 2 max|math - ref64| + 1e-5 (non-finite must match);
+    the one definition is tests/contract/tolerance.py."""
+    return assert_fused(got, ref, math_got, what)
 
 
 def run_both(q, k, v, **kw):

@@ -9,6 +9,7 @@ import pytest
 
 from cpu_helpers import (HAVE_TORCH, assert_close, check_dense, kinds, make, native_or_skip, rand,
                          run_both)
+from contract.cases import DECODE_FEATURES, DECODE_SHAPES
 from mlx_attn import flash_attention, flash_attention_varlen
 from mlx_attn.reference import reference, reference_varlen
 
@@ -20,19 +21,9 @@ def native():
 
 pytestmark = pytest.mark.usefixtures("native")
 
-# B, Hq, Hkv, Lq, Lk, D, Dv: rows per block G * Lq in 1..8, odd head dims (tails of a vector),
-# Dv != D, key counts that end mid-vector and mid-chunk, and long ones that split over threads
-SHAPES = [
-    (1, 1, 1, 1, 1, 40, 40),
-    (2, 8, 2, 1, 113, 72, 72),
-    (1, 6, 3, 3, 203, 96, 40),
-    (2, 4, 4, 7, 7, 128, 128),
-    (1, 8, 1, 1, 2100, 64, 64),
-    (1, 4, 1, 2, 1500, 256, 200),
-    (3, 2, 1, 4, 64, 8, 24),
-]
-FEATURES = [{}, {"causal": True}, {"window": (50, 3)}, {"softcap": 4.0},
-            {"window": 17, "softcap": 2.5, "scale": 0.3}]
+# rows per block G * Lq in 1..8, odd head dims, Dv != D, key counts that end mid-vector and
+# mid-chunk, and long ones that split over threads (declared in tests/contract/cases.py)
+SHAPES, FEATURES = DECODE_SHAPES, DECODE_FEATURES
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))

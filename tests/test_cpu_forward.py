@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from cpu_helpers import (HAVE_TORCH, assert_close, check_dense, kinds, make, mlx_ready,
-                         native_or_skip, rand, run_both, swap12)
-from mlx_attn import flash_attention, flash_attention_varlen
-from mlx_attn.reference import reference, reference_varlen, to_f64
+                         native_or_skip, rand, run_both)
+from contract.cases import FEATURES
+from mlx_attn import flash_attention
+from mlx_attn.reference import reference, to_f64
 
 pytestmark = pytest.mark.usefixtures("native")
 
@@ -21,63 +22,9 @@ def native():
     return native_or_skip()
 
 
-SHAPES = [  # B, Hq, Hkv, Lq, Lk, D, Dv: the SPEC's odd sizes, GQA, Dv != D
-    (1, 1, 1, 1, 1, 40, 40),
-    (2, 8, 2, 7, 113, 72, 72),
-    (1, 6, 1, 113, 203, 96, 40),
-    (2, 2, 2, 203, 7, 128, 128),
-    (1, 4, 4, 203, 113, 64, 64),
-]
-FEATURES = [
-    {},
-    {"causal": True},
-    {"window": (7, 3)},
-    {"softcap": 5.0},
-    {"causal": True, "softcap": 2.0, "window": 9},
-    {"window": (-1, 2), "scale": 0.3},
-]
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("kind", kinds())
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("feat", FEATURES, ids=lambda f: "-".join(map(str, f)) or "plain")
-def test_forward_matrix(kind, dtype, shape, feat):
-    check_dense(kind, dtype, shape, **feat)
-
-
-MASKS = [  # mask shape builder (B, Hq, Lq, Lk) -> shape, all broadcastable to [B, Hq, Lq, Lk]
-    lambda B, H, Lq, Lk: (Lq, Lk),
-    lambda B, H, Lq, Lk: (B, 1, 1, Lk),
-    lambda B, H, Lq, Lk: (1, H, Lq, Lk),
-    lambda B, H, Lq, Lk: (B, H, Lq, Lk),
-    lambda B, H, Lq, Lk: (H, 1, Lk),
-]
-
-
-@pytest.mark.parametrize("kind", kinds())
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("mask_shape", range(len(MASKS)))
-@pytest.mark.parametrize("mask_kind", ["bool", "additive"])
-def test_masks(kind, dtype, mask_shape, mask_kind):
-    B, Hq, Hkv, Lq, Lk, D = 2, 6, 2, 37, 91, 64
-    rng = np.random.default_rng(mask_shape)
-    shape = MASKS[mask_shape](B, Hq, Lq, Lk)
-    if mask_kind == "bool":
-        mask = rng.random(shape) > 0.3
-        if len(shape) >= 2 and shape[-2] == Lq:
-            mask[..., 0, :] = False  # a fully removed row: zeros and lse -inf
-    else:
-        mask = (rng.standard_normal(shape) * 2).astype(np.float32)
-        mask[rng.random(shape) < 0.2] = -np.inf
-    check_dense(kind, dtype, (B, Hq, Hkv, Lq, Lk, D, D), mask=mask, causal=mask_shape == 3)
-
-
-@pytest.mark.parametrize("kind", kinds())
-@pytest.mark.parametrize("feat", [{"causal": True}, {"window": (5, 5), "softcap": 3.0}])
-def test_blhd_layout(kind, feat):
-    check_dense(kind, "float32", (2, 4, 2, 33, 65, 72, 72), layout="blhd", **feat)
-    check_dense(kind, "float16", (1, 8, 1, 113, 7, 40, 40), layout="blhd", **feat)
+# The SPEC matrix (the odd sizes x features x array kinds x dtypes, masks of every broadcast
+# shape, the blhd layout, varlen) runs on the cpu backend in tests/contract/; what follows is
+# specific to the cpu kernel (strided and lazy inputs, decode splits, key-block sharing, ISAs).
 
 
 def test_numpy_strided_inputs():
@@ -175,27 +122,6 @@ def test_nonfinite_key_in_a_later_block(D):
     k[0, 0, 200] = q[0, 0].mean(axis=0) * 40
     out = flash_attention(q, k, v, backend="cpu")
     assert np.abs(out - reference(q, k, v)[0]).max() < 1e-4
-
-
-@pytest.mark.parametrize("kind", kinds())
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("feat", [{}, {"causal": True}, {"window": (4, 2), "softcap": 3.0}],
-                         ids=["plain", "causal", "window-softcap"])
-def test_varlen(kind, dtype, feat):
-    rng = np.random.default_rng(1)
-    lq, lk = [5, 0, 70, 1, 33], [9, 4, 70, 0, 20]
-    cu_q, cu_k = np.cumsum([0] + lq).astype(np.int32), np.cumsum([0] + lk).astype(np.int32)
-    Hq, Hkv, D, Dv = 4, 2, 40, 24
-    qn, kn = rand(rng, cu_q[-1], Hq, D), rand(rng, cu_k[-1], Hkv, D)
-    vn = rand(rng, cu_k[-1], Hkv, Dv)
-    q, k, v = (make(kind, dtype, x) for x in (qn, kn, vn))
-    cq, ck = make(kind, "int32", cu_q), make(kind, "int32", cu_k)
-    args = (q, k, v, cq, ck, max(lq), max(lk))
-    out, lse = flash_attention_varlen(*args, backend="cpu", return_lse=True, **feat)
-    mout, mlse = flash_attention_varlen(*args, backend="math", return_lse=True, **feat)
-    ref_out, ref_lse = reference_varlen(q, k, v, cu_q, cu_k, **feat)
-    assert_close(out, ref_out, mout)
-    assert_close(lse, ref_lse, mlse, "lse")
 
 
 @pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "generic"])

@@ -18,6 +18,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
+from contract.cases import BLOCK_FEATURES, BLOCK_SHAPES  # noqa: E402
 from cpu_helpers import HAVE_MLX, HAVE_TORCH, native_or_skip, run_child  # noqa: E402
 from test_cpu_grad import GRAD_KINDS, run_case  # noqa: E402
 from test_cpu_hypothesis import feature_kwargs  # noqa: E402
@@ -43,11 +44,10 @@ def isa(request, native):
 
 
 # (B, Hq, Hkv, Lq, Lk, D, Dv): the reported reproducers first, then the SPEC's block multiples
+# (declared in tests/contract/cases.py, where every backend runs them)
 REPRODUCERS = [(1, 4, 2, 64, 64, 64, 64), (1, 2, 1, 64, 1, 8, 8), (2, 8, 2, 128, 128, 64, 64)]
-BLOCK_MULTIPLES = [(1, 4, 2, 64, 64, 40, 40), (1, 4, 1, 128, 217, 72, 72),
-                   (1, 6, 2, 256, 256, 96, 96), (1, 4, 2, 257, 128, 128, 128),
-                   (2, 3, 1, 256, 64, 128, 40)]
-FEATURES = [{}, {"causal": True}, {"window": (40, 7), "softcap": 5.0}]
+BLOCK_MULTIPLES = BLOCK_SHAPES[:5]
+FEATURES = BLOCK_FEATURES
 
 
 @pytest.mark.parametrize("kind", GRAD_KINDS)

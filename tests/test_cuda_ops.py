@@ -14,12 +14,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from contract.cases import OPCHECK_SHAPES  # noqa: E402
 from mlx_attn import flash_attention  # noqa: E402
 from mlx_attn.cuda import ops  # noqa: E402
 from mlx_attn.reference import max_error, reference, reference_grads  # noqa: E402
 
-# (B, Hq, Hkv, Lq, Lk, D, Dv)
-SHAPES = [(1, 2, 2, 7, 7, 40, 40), (2, 4, 2, 5, 9, 16, 24), (1, 3, 1, 1, 13, 8, 8)]
+# (B, Hq, Hkv, Lq, Lk, D, Dv), declared in tests/contract/cases.py
+SHAPES = OPCHECK_SHAPES
 
 
 def inputs(B, Hq, Hkv, Lq, Lk, D, Dv, dtype=torch.float16, grad=False, seed=0):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from contract.cases import MATH_FEATURES
 from arrays import convert, kind_params, lse_tolerance, out_tolerance, qkv
 from mlx_attn import flash_attention
 from mlx_attn.frameworks import kind_of, ops_for
@@ -36,19 +37,7 @@ def test_sizes(Lq, Lk, Hq, Hkv, D, causal):
     check(out, lse, q, k, v, "float32", causal=causal)
 
 
-FEATURES = {
-    "plain": {},
-    "causal": dict(causal=True),
-    "bool_mask": dict(mask="bool"),
-    "additive_mask": dict(mask="additive"),
-    "window": dict(window=(5, 3)),
-    "window_int": dict(window=4),
-    "window_left_unbounded": dict(window=(-1, 2)),
-    "softcap": dict(softcap=3.0),
-    "scale": dict(scale=0.37),
-    "causal_window_softcap": dict(causal=True, window=(9, 0), softcap=2.5),
-    "everything": dict(causal=True, window=(6, 1), softcap=4.0, mask="additive", scale=0.2),
-}
+FEATURES = MATH_FEATURES  # declared in tests/contract/cases.py
 
 
 def build_mask(kind_name, rng, shape, kind, dtype):

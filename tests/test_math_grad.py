@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from arrays import HAVE, convert, qkv
+from contract.cases import MATH_GRAD_SHAPES
 from mlx_attn import flash_attention, flash_attention_varlen
 from mlx_attn.reference import max_error, reference_grads, reference_varlen, to_f64
 
@@ -16,8 +17,7 @@ CASES = {
     "mask_causal": dict(causal=True, mask=True),
     "everything": dict(causal=True, window=(6, 0), softcap=3.0, mask=True, scale=0.3),
 }
-SHAPES = [(2, 6, 2, 13, 29, 40, 24), (1, 1, 1, 1, 7, 8, 8), (1, 8, 2, 113, 113, 72, 72),
-          (1, 4, 4, 7, 1, 16, 16)]
+SHAPES = MATH_GRAD_SHAPES  # declared in tests/contract/cases.py
 
 # float64 autodiff must agree with the analytic reference to rounding; float32 to ~1e-4 of the
 # gradient's magnitude (the math path computes in float32).

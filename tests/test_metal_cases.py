@@ -2,8 +2,10 @@
 (test_metal_emulated.py) and the run on a real Apple GPU (test_metal_device.py).
 
 This module defines no tests itself. Every check compares the `metal` backend with the
-float64 SPEC reference (mlx_attn.reference) using the SPEC criterion: the error may be at most
-2x the error of the same-dtype math path (+1e-5); fp32 may also be within 1e-4 absolute.
+float64 SPEC reference (mlx_attn.reference) using the SPEC criterion of tests/contract/tolerance.py:
+the error may be at most 2x the error of the same-dtype math path (+1e-5); fp32 may also be
+within 1e-4 absolute. The generic SPEC matrix runs on the metal backend in tests/contract/; the
+cases here are the Metal kernels' own (tile-table edges, decode kernels, head dims 192/256).
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ import numpy as np
 import pytest
 
 from arrays import convert
+from contract.tolerance import assert_lse, fused_ok
 from mlx_attn import flash_attention, flash_attention_varlen
-from mlx_attn.reference import (max_error, passes, reference, reference_grads,
-                                reference_varlen, to_f64)
+from mlx_attn.reference import max_error, reference, reference_grads, reference_varlen, to_f64
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def _inputs(case, seed=0):
 
 
 def _within(err, base, dtype):
-    return passes(err, base) or (dtype == "float32" and err <= 1e-4)
+    return fused_ok(err, base, dtype)
 
 
 def check_forward(case, backend="metal"):
@@ -117,9 +119,7 @@ def check_forward(case, backend="metal"):
     assert out.dtype == q.dtype and tuple(out.shape) == want.shape
     err, berr = max_error(out, want), max_error(base, want)
     assert _within(err, berr, case.dtype), f"out error {err:.3g} vs math {berr:.3g}"
-    lerr, lberr = max_error(lse, want_lse), max_error(base_lse, want_lse)
-    assert passes(lerr, lberr) or lerr <= 1e-5 * max(1.0, np.abs(to_f64(base_lse)).max()), \
-        f"lse error {lerr:.3g} vs math {lberr:.3g}"
+    assert_lse(lse, want_lse, base_lse)
     return out, lse
 
 
@@ -199,7 +199,7 @@ def check_varlen(name, backend="metal"):
     assert tuple(out.shape) == want.shape and tuple(lse.shape) == want_lse.shape
     err, berr = max_error(out, want), max_error(base, want)
     assert _within(err, berr, dtype), f"out error {err:.3g} vs math {berr:.3g}"
-    assert max_error(lse, want_lse) <= max(2 * max_error(base_lse, want_lse) + 1e-5, 1e-5)
+    assert_lse(lse, want_lse, base_lse)
     if not grad:
         return
 

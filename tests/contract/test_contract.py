@@ -1,0 +1,126 @@
+"""The contract suite: every SPEC case (tests/contract/cases.py) on every backend available or
+emulated here, against the float64 reference (mlx_attn.reference), the only oracle.
+
+Backends: `math` and `cpu` (numpy, torch and MLX CPU arrays), `metal` under the project's MSL
+emulator (mlx_attn.msl_emulator.metal_kernel as its kernel factory), `cuda` (torch CUDA tensors;
+one skip with the reason when there is no usable GPU). Each backend runs exactly the cases its
+own `not_supported_reasons(call)` accepts: the cases are filtered at collection time on the
+AttentionCall of each case (`mlx_attn.validate.check_dense` / `check_varlen` on zeros).
+
+Criterion (SPEC, as FlashAttention's tests): a fused backend's error <= 2x the math backend's
+error in the same dtype on the same inputs + 1e-5 (fp32: or <= 1e-4); the math backend itself is
+within a few roundings of its dtype. Tolerances: tests/contract/tolerance.py.
+"""
+from __future__ import annotations
+
+import pytest
+
+from mlx_attn.backends import by_name
+
+from .cases import ALL
+from .runner import HAVE, array_kinds, placeholder_call, run
+
+BACKENDS = ("math", "cpu", "metal", "cuda")
+# the emulator runs every Metal thread on the CPU: cases above this much work
+# (B*Hq*Lq*Lk*(D+Dv)) are left to a Mac, where the real `metal` backend is available and this
+# suite runs every case it supports, without the limit
+EMULATED_METAL_WORK = 6_000_000
+
+
+def _emulated_metal():
+    if not HAVE["mlx"]:
+        return None
+    from mlx_attn.backends.metal import MetalBackend
+    from mlx_attn.msl_emulator import metal_kernel
+    return MetalBackend(kernel_factory=metal_kernel)
+
+
+def _backend_for_filtering(name):
+    """The backend whose declarations decide which cases run (metal: the emulated one)."""
+    if name == "metal":
+        real = by_name("metal")
+        if real is not None and real.available:
+            return real
+        return _emulated_metal()
+    return by_name(name)
+
+
+def _work(case):
+    if case.varlen:
+        lens_q, lens_k, Hq, _, D, Dv = case.varlen
+        return sum(a * b for a, b in zip(lens_q, lens_k)) * Hq * (D + Dv)
+    B, Hq, _, Lq, Lk, D, Dv = case.shape
+    return B * Hq * Lq * Lk * (D + Dv)
+
+
+def _mlx_device(backend_name: str, real_metal: bool):
+    """MLX arrays go to the GPU for a real Metal backend, to the CPU device otherwise."""
+    import mlx.core as mx
+    mx.set_default_device(mx.gpu if backend_name == "metal" and real_metal else mx.cpu)
+
+
+def _params():
+    params, counts = [], {}
+    kinds = array_kinds()
+    backends = {name: _backend_for_filtering(name) for name in BACKENDS}
+    emulated = backends["metal"] is not None and backends["metal"].kernel_factory is not None
+    for name, backend in backends.items():
+        if backend is None or not backend.available:
+            why = "not installed" if backend is None else "; ".join(backend.availability_reasons)
+            params.append(pytest.param(name, None, None, None, id=f"{name}-unavailable",
+                                       marks=pytest.mark.skip(reason=f"{name}: {why}")))
+    for case in ALL:
+        for kind in kinds:
+            if kind.removesuffix("_cuda") not in case.kinds:
+                continue
+            for dtype in case.dtypes:
+                if kind == "numpy" and dtype == "bfloat16":
+                    continue  # numpy has no bfloat16
+                call = None if kind == "mlx" else placeholder_call(case, kind, dtype)
+                for name, backend in backends.items():
+                    if backend is None or not backend.available:
+                        continue
+                    if kind == "mlx":
+                        _mlx_device(name, not emulated)
+                        call = placeholder_call(case, kind, dtype)
+                    if backend.not_supported_reasons(call):
+                        continue
+                    if case.grad and "backward" not in backend.features:
+                        continue
+                    marks = ()
+                    if name == "metal" and emulated and _work(case) > EMULATED_METAL_WORK:
+                        marks = pytest.mark.skip(reason="metal under the MSL emulator: case "
+                                                 "over the emulator's budget (runs on a Mac)")
+                    else:
+                        counts[name] = counts.get(name, 0) + 1
+                    params.append(pytest.param(name, case, kind, dtype, marks=marks, id=f"{name}-{kind}-{dtype}-{case.name}"))
+    return params, counts
+
+
+PARAMS, COUNTS = _params()
+REAL_METAL = bool(by_name("metal") and by_name("metal").available)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def emulated_metal():
+    """Point the registered `metal` backend at the emulator's kernel factory (where there is no
+    Metal GPU), for this module only."""
+    backend = by_name("metal")
+    if backend is None or backend.available or not HAVE["mlx"]:
+        yield
+        return
+    from mlx_attn.msl_emulator import metal_kernel
+    saved = dict(backend.__dict__)
+    backend.kernel_factory = metal_kernel
+    for cached in ("availability_reasons", "kernels"):
+        backend.__dict__.pop(cached, None)
+    yield
+    backend.__dict__.clear()
+    backend.__dict__.update(saved)
+
+
+@pytest.mark.parametrize("backend,case,kind,dtype", PARAMS)
+def test_contract(backend, case, kind, dtype):
+    if kind == "mlx":
+        _mlx_device(backend, REAL_METAL)
+    run(backend, case, kind, dtype)
