@@ -1,5 +1,5 @@
 """The whole Python Metal path on Linux: the `metal` backend with MLX's metal_kernel replaced
-by the project's MSL emulator (mlx_attn.msl_emulator), checked against the float64 reference.
+by the project's MSL emulator (emulators/msl_emulator), checked against the float64 reference.
 
 Every kernel launch runs under the emulator's hazard checks (divergent barriers and SIMD
 functions, out-of-bounds device accesses, threadgroup memory over 32 KB): a hazard raises
@@ -16,7 +16,7 @@ mx = pytest.importorskip("mlx.core")
 from mlx_attn import explain, flash_attention  # noqa: E402
 from mlx_attn.backends import by_name  # noqa: E402
 from mlx_attn.backends.metal import MetalBackend  # noqa: E402
-from mlx_attn.msl_emulator import emulator_options, metal_kernel  # noqa: E402
+from msl_emulator import emulator_options, metal_kernel  # noqa: E402
 from test_metal_cases import (DENSE, VARLEN, Case, check_forward, check_grad,  # noqa: E402
                               check_varlen, params)
 

@@ -2,7 +2,7 @@
 emulated here, against the float64 reference (mlx_attn.reference), the only oracle.
 
 Backends: `math` and `cpu` (numpy, torch and MLX CPU arrays), `metal` under the project's MSL
-emulator (mlx_attn.msl_emulator.metal_kernel as its kernel factory), `cuda` (torch CUDA tensors;
+emulator (msl_emulator.metal_kernel as its kernel factory), `cuda` (torch CUDA tensors;
 one skip with the reason when there is no usable GPU). Each backend runs exactly the cases its
 own `not_supported_reasons(call)` accepts: the cases are filtered at collection time on the
 AttentionCall of each case (`mlx_attn.validate.check_dense` / `check_varlen` on zeros).
@@ -31,7 +31,7 @@ def _emulated_metal():
     if not HAVE["mlx"]:
         return None
     from mlx_attn.backends.metal import MetalBackend
-    from mlx_attn.msl_emulator import metal_kernel
+    from msl_emulator import metal_kernel
     return MetalBackend(kernel_factory=metal_kernel)
 
 
@@ -109,7 +109,7 @@ def emulated_metal():
     if backend is None or backend.available or not HAVE["mlx"]:
         yield
         return
-    from mlx_attn.msl_emulator import metal_kernel
+    from msl_emulator import metal_kernel
     saved = dict(backend.__dict__)
     backend.kernel_factory = metal_kernel
     for cached in ("availability_reasons", "kernels"):

@@ -7,7 +7,7 @@ import pytest
 mx = pytest.importorskip("mlx.core")
 
 from mlx_attn import flash_attention  # noqa: E402
-from mlx_attn.msl_emulator import emulator_options, metal_kernel  # noqa: E402
+from msl_emulator import emulator_options, metal_kernel  # noqa: E402
 from mlx_attn.reference import max_error, passes, reference  # noqa: E402
 
 # One simdgroup per threadgroup handles BQ = 8 query rows of one (batch, head);

@@ -8,8 +8,8 @@ import pytest
 
 mx = pytest.importorskip("mlx.core")
 
-from mlx_attn.msl_emulator import metal_kernel  # noqa: E402
-from mlx_attn.msl_emulator.translate import translate  # noqa: E402
+from msl_emulator import metal_kernel  # noqa: E402
+from msl_emulator.translate import translate  # noqa: E402
 
 DTYPES = {"half": mx.float16, "bfloat": mx.bfloat16}
 

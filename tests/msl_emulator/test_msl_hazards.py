@@ -5,7 +5,7 @@ import pytest
 
 mx = pytest.importorskip("mlx.core")
 
-from mlx_attn.msl_emulator import (  # noqa: E402
+from msl_emulator import (  # noqa: E402
     MetalCompileError, MetalEmulatorError, MetalTranslateError, emulator_options, metal_kernel,
     metal_kernel_factory, patched_metal_kernel)
 
@@ -196,7 +196,7 @@ def test_keywords_and_compile_options_match_mlx():
 
     import mlx.core as mxc
 
-    from mlx_attn.msl_emulator import EmulatedKernel
+    from msl_emulator import EmulatedKernel
 
     assert list(inspect.signature(metal_kernel).parameters) == _mlx_param_names(mxc.fast.metal_kernel.__doc__)
     real = mxc.fast.metal_kernel(name="emu_hz_sig", input_names=["a"], output_names=["out"], source="")

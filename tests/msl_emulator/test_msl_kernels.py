@@ -6,7 +6,7 @@ import pytest
 
 mx = pytest.importorskip("mlx.core")
 
-from mlx_attn.msl_emulator import metal_kernel  # noqa: E402
+from msl_emulator import metal_kernel  # noqa: E402
 
 
 def f32(a):

@@ -3,8 +3,8 @@ import pytest
 
 mx = pytest.importorskip("mlx.core")
 
-from mlx_attn.msl_emulator import metal_kernel  # noqa: E402
-from mlx_attn.msl_emulator.translate import translate  # noqa: E402
+from msl_emulator import metal_kernel  # noqa: E402
+from msl_emulator.translate import translate  # noqa: E402
 
 BODY = """
   uint i = thread_position_in_grid.x + threads_per_threadgroup.x * 0;

@@ -1,7 +1,7 @@
 """Building the Metal kernels once per variant, and launching them (grids, template args).
 
 The kernel factory is a parameter: `mx.fast.metal_kernel` on a Mac, the project's MSL emulator
-(`mlx_attn.msl_emulator.metal_kernel`, same signature) in tests on Linux. One factory object is
+(`msl_emulator.metal_kernel` (emulators/), same signature) in tests on Linux. One factory object is
 created per kernel source; MLX (and the emulator) compile one library per template variant
 and cache it, so each (dtype, head dim, block size, mask kind, varlen) variant is built once.
 """

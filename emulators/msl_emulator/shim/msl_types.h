@@ -1,5 +1,5 @@
 // MSL emulator shim: scalar types, half/bfloat, vectors, numeric_limits, as_type.
-// Part of mlx_attn.msl_emulator. Compiled as C++17 by g++/clang.
+// Part of msl_emulator. Compiled as C++17 by g++/clang.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
