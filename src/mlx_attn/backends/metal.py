@@ -9,11 +9,8 @@ from __future__ import annotations
 import functools
 
 from ..call import AttentionCall
+from ..metal.blocks import HEAD_DIMS  # the head dims with a tuned block-size entry (no MLX import)
 from .base import Backend
-
-# Head dims with a tuned block-size entry (mlx_attn/metal/blocks.py); kept here so that
-# importing the registry does not import MLX.
-HEAD_DIMS = (64, 72, 80, 96, 128, 192, 256)
 
 
 class MetalBackend(Backend):
@@ -32,7 +29,7 @@ class MetalBackend(Backend):
 
     @functools.cached_property
     def kernels(self):
-        from ..metal import MetalKernels
+        from ..metal.kernels import MetalKernels
         return MetalKernels(self.kernel_factory)
 
     def _availability_reasons(self) -> list[str]:
@@ -59,7 +56,8 @@ class MetalBackend(Backend):
 
     def forward(self, call: AttentionCall):
         import mlx.core as mx
-        from ..metal import Config, attention
+        from ..metal.attention import attention
+        from ..metal.kernels import Config
 
         B, Hq, Lq, Lk = call.B, call.Hq, call.Lq, call.Lk
         if 0 in (B, Hq, Lq, Lk):
@@ -73,7 +71,8 @@ class MetalBackend(Backend):
 
     def forward_varlen(self, call: AttentionCall):
         import mlx.core as mx
-        from ..metal import Config, attention
+        from ..metal.attention import attention
+        from ..metal.kernels import Config
 
         if 0 in (call.B, call.Hq, call.Lq, call.Lk):
             return _empty(mx, call, (call.Lq, call.Hq, call.Dv), (call.Hq, call.Lq))

@@ -3,8 +3,8 @@
 Kernel sources (`kernels/*.metal`, `kernels/common.h`) live inside the package so that they
 ship in the wheel and are found at run time next to this file.
 """
-from .attention import attention
 from .blocks import HEAD_DIMS
-from .kernels import Config, MetalKernels
 
-__all__ = ["attention", "Config", "HEAD_DIMS", "MetalKernels"]
+# Nothing here imports MLX: the backend registry reads HEAD_DIMS without it. The MLX-dependent
+# modules are imported where they are used: attention.attention, kernels.Config / MetalKernels.
+__all__ = ["HEAD_DIMS"]
