@@ -67,6 +67,7 @@ def mlx_contenders(shape):
     q, k, v = (mx.array(x) for x in host_inputs(shape))
     mx.eval(q, k, v)
     scale = shape[-1] ** -0.5
+
     def kernel():
         return _mlx_primitive.attention(q, k, v, None, None, None, scale, 0.0, -1, -1, False, 0)[0]
 

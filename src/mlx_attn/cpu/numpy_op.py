@@ -20,17 +20,19 @@ def _mask(mask):
 def numpy_forward(call):
     q, k, v = call.q, call.k, call.v
     kernel = native().forward
-    if not call.varlen and call.mask is None:  # arrays read in place by the binding
+    if call.varlen:
+        out = np.empty((call.Lq, call.Hq, call.Dv), q.dtype)
+        lse = np.empty((call.Hq, call.Lq), np.float32) if call.return_lse else None
+    else:
         out = np.empty((call.B, call.Hq, call.Lq, call.Dv), q.dtype)
         lse = np.empty((call.B, call.Hq, call.Lq), np.float32) if call.return_lse else None
-        dense_forward(kernel, call, q, k, v, out, lse, False)
-        return out, lse
+        if call.mask is None:  # arrays read in place by the binding
+            dense_forward(kernel, call, q, k, v, out, lse, False)
+            return out, lse
     spec = base_spec(call.dtype, (call.B, call.Hq, call.Hkv, call.Lq, call.Lk, call.D, call.Dv),
                      call.scale, call.softcap, call.causal, window_of(call))
     # the arrays whose pointers the tuples hold stay referenced until the kernel returns
     if call.varlen:
-        out = np.empty((call.Lq, call.Hq, call.Dv), q.dtype)
-        lse = np.empty((call.Hq, call.Lq), np.float32) if call.return_lse else None
         cu_q = np.ascontiguousarray(call.seqlens_q, dtype=np.int32)
         cu_k = np.ascontiguousarray(call.seqlens_k, dtype=np.int32)
         kernel(**spec, q=varlen_as_bhld(numpy_desc(q, 3)), k=varlen_as_bhld(numpy_desc(k, 3)),
@@ -39,8 +41,6 @@ def numpy_forward(call):
                mask=None, mask_kind=MASK_KIND[None], mask_type=0,
                cu_q=(cu_q.ctypes.data,), cu_k=(cu_k.ctypes.data,), openmp=False)
         return out, lse
-    out = np.empty((call.B, call.Hq, call.Lq, call.Dv), q.dtype)
-    lse = np.empty((call.B, call.Hq, call.Lq), np.float32) if call.return_lse else None
     mask, mask_type = _mask(call.mask)
     kernel(**spec, q=numpy_desc(q, 4), k=numpy_desc(k, 4), v=numpy_desc(v, 4),
            o=numpy_desc(out, 4), o_f32=False, lse=None if lse is None else numpy_desc(lse, 3),

@@ -57,7 +57,7 @@ def dense_forward(kernel, call, q, k, v, out, lse, openmp):
     dim is only ever indexed at 0 and needs no stride 0 (masks, which broadcast, go through
     `torch_desc` / `numpy_desc`). `out` and `lse` are allocated by the caller.
     """
-    wl, wr = call.window if call.window is not None else (-1, -1)
+    wl, wr = window_of(call)
     kernel(dtype=DTYPE_CODE[call.dtype], B=call.B, Hq=call.Hq, Hkv=call.Hkv, Lq=call.Lq,
            Lk=call.Lk, D=call.D, Dv=call.Dv, scale=call.scale, softcap=call.softcap or 0.0,
            causal=call.causal, wl=wl, wr=wr, q=q, k=k, v=v, o=out, o_f32=False, lse=lse,

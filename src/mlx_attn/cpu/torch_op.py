@@ -147,9 +147,6 @@ def _plain_tensors(call) -> bool:
         not torch.compiler.is_compiling()
 
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
 def _raw_desc(t):
     return (t.data_ptr(), *t.stride())
 
@@ -158,7 +155,7 @@ def _direct_dense(call):
     """A dense call without mask, autograd or tracing: the kernel straight from the call's own
     sizes (no op dispatch, no re-derived dims)."""
     B, Hq, Lq = call.B, call.Hq, call.Lq
-    out = torch.empty((B, Hq, Lq, call.Dv), dtype=_DTYPES[call.dtype])
+    out = torch.empty((B, Hq, Lq, call.Dv), dtype=call.q.dtype)
     lse = torch.empty((B, Hq, Lq), dtype=torch.float32) if call.return_lse else None
     dense_forward(native().forward, call, _raw_desc(call.q), _raw_desc(call.k),
                   _raw_desc(call.v), _raw_desc(out), None if lse is None else _raw_desc(lse),
@@ -167,9 +164,11 @@ def _direct_dense(call):
 
 
 def torch_forward(call):
-    if not (call.requires_grad or call.varlen) and call.mask is None and _plain_tensors(call):
+    # no autograd and no tracing: the op's implementation runs without the dispatcher, and a
+    # dense call without mask goes straight to the kernel
+    plain = not call.requires_grad and _plain_tensors(call)
+    if plain and not call.varlen and call.mask is None:
         return _direct_dense(call)
-    op = _OP
     wl, wr = window_of(call)
     cu_q = cu_k = None
     if call.varlen:
@@ -178,8 +177,7 @@ def torch_forward(call):
     # training in fp16 / bf16: keep out in float32 for the backward's delta = rowsum(dout * out)
     # (else the backward recomputes it: one more forward) and hand the caller the rounded copy
     f32_out = call.q.dtype != torch.float32 and call.requires_grad
-    if not call.requires_grad and _plain_tensors(call):
-        op = _PLAIN
+    op = _PLAIN if plain else _OP
     out, lse = op(call.q, call.k, call.v, _torch_mask(call.mask), cu_q, cu_k, float(call.scale),
                   float(call.softcap or 0.0), int(wl), int(wr), bool(call.causal),
                   MASK_KIND[call.mask_kind], f32_out)
