@@ -243,7 +243,7 @@ def main():
             args.mlx = False
     import torch
     torch.set_num_threads(args.threads)
-    from mlx_attn.cpu.status import native
+    from mlx_attn.backends.cpu.status import native
     native().set_num_threads(args.threads)
     os.environ["MLX_ATTN_THREADS"] = str(args.threads)  # for the memory subprocesses
 

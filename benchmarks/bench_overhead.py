@@ -63,7 +63,7 @@ def host_inputs(shape, seed=0):
 
 def mlx_contenders(shape):
     import mlx.core as mx
-    from mlx_attn.cpu import _mlx_primitive
+    from mlx_attn.backends.cpu import _mlx_primitive
     q, k, v = (mx.array(x) for x in host_inputs(shape))
     mx.eval(q, k, v)
     scale = shape[-1] ** -0.5
@@ -84,7 +84,7 @@ def mlx_contenders(shape):
 
 def _direct_spec(q, k, v, lib):
     """The native kernel's keyword arguments for a dense bhld call, outputs preallocated."""
-    from mlx_attn.cpu.strided import base_spec, numpy_desc, torch_desc
+    from mlx_attn.backends.cpu.strided import base_spec, numpy_desc, torch_desc
     B, Hq, Lq, D = q.shape
     _, Hkv, Lk, Dv = v.shape
     if lib == "torch":
@@ -96,14 +96,14 @@ def _direct_spec(q, k, v, lib):
         desc = numpy_desc
     spec = base_spec("float32", (B, Hq, Hkv, Lq, Lk, D, Dv), D ** -0.5, None, False, (-1, -1))
     spec.update(q=desc(q, 4), k=desc(k, 4), v=desc(v, 4), o=desc(out, 4), lse=desc(lse, 3),
-                o_f32=False, mask=None, mask_kind=0, mask_type=0, cu_q=None, cu_k=None)
+                out_f32=False, mask=None, mask_kind=0, mask_type=0, cu_q=None, cu_k=None)
     return spec, (out, lse)
 
 
 def torch_contenders(shape):
     import torch
-    from mlx_attn.cpu.openmp import torch_openmp
-    from mlx_attn.cpu.status import native
+    from mlx_attn.backends.cpu.openmp import torch_openmp
+    from mlx_attn.backends.cpu.status import native
     q, k, v = (torch.from_numpy(x) for x in host_inputs(shape))
     spec, keep = _direct_spec(q, k, v, "torch")
     kernel, openmp = native().forward, torch_openmp()
@@ -117,7 +117,7 @@ def torch_contenders(shape):
 
 
 def numpy_contenders(shape):
-    from mlx_attn.cpu.status import native
+    from mlx_attn.backends.cpu.status import native
     q, k, v = host_inputs(shape)
     spec, keep = _direct_spec(q, k, v, "numpy")
     kernel = native().forward

@@ -4,8 +4,8 @@ A scikit-build-core dynamic-metadata provider (pyproject.toml, `[[tool.dynamic-m
 runs in the build environment, never at run time). mlx_attn's `dependencies` and
 `optional-dependencies` are written in that table with `{mlx}` where the mlx version specifier
 goes; here `{mlx}` becomes `==<version of the mlx distribution in the build environment>`, the
-MLX that csrc/cpu/CMakeLists.txt finds (`python -m mlx --cmake-dir`, same interpreter) and compiles
-`mlx_attn.cpu._mlx_primitive` against. An isolated build (`pip install .`) therefore pins the
+MLX that cpu_bridge/CMakeLists.txt finds (`python -m mlx --cmake-dir`, same interpreter) and compiles
+`mlx_attn.backends.cpu._mlx_primitive` against. An isolated build (`pip install .`) therefore pins the
 build-system requirement's mlx, and a `--no-build-isolation` build pins the mlx installed in that
 environment. Where the build environment has no mlx, no primitive is built and `{mlx}` becomes
 the `unpinned` setting (the oldest supported mlx).

@@ -31,7 +31,7 @@ def run_child(code: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def native_or_skip():
-    from mlx_attn.cpu.status import kernel_reasons, native
+    from mlx_attn.backends.cpu.status import kernel_reasons, native
     reasons = kernel_reasons()
     if reasons:
         pytest.skip("; ".join(reasons))
@@ -48,7 +48,7 @@ def kinds():
 
 
 def mlx_ready():
-    from mlx_attn.cpu.status import mlx_reasons
+    from mlx_attn.backends.cpu.status import mlx_reasons
     reasons = mlx_reasons()
     if reasons:
         pytest.skip("MLX primitive unavailable: " + "; ".join(reasons))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mlx_attn import dispatch, explain, flash_attention, validate
-from mlx_attn.backends.cpu import MAX_SCALE
+from mlx_attn.backends.cpu.backend import MAX_SCALE
 from mlx_attn.reference import passes, reference
 
 
@@ -95,7 +95,7 @@ def test_torch_fast_path_matches_the_op(grad, L):
     """The direct call (no autograd, no tracing) and the registered op give the same numbers."""
     _cpu_ready()
     torch = pytest.importorskip("torch")
-    from mlx_attn.cpu import torch_op
+    from mlx_attn.backends.cpu import torch_op
     rng = np.random.default_rng(L)
     q, k, v = (torch.from_numpy(x) for x in _qkv(rng, Lq=L, Lk=L + 3, D=40))
     call = validate.check_dense(q, k, v, scale=None, causal=True, mask=None, window=None,

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SRC = ROOT / "csrc" / "cpu"
+SRC = ROOT / "cpu_bridge"
 PORTABLE = ["driver.cpp", "pool.cpp", "isa_generic.cpp"]
 FLAGS = ["-std=c++17", "-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-strict-aliasing",
          "-I", str(ROOT / "include")]  # mlx_attn_common/rules.h, shared with the CUDA bridge

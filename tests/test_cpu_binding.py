@@ -1,4 +1,4 @@
-"""The native kernel's binding (mlx_attn.cpu._kernel.forward / backward): every field of the
+"""The native kernel's binding (mlx_attn.backends.cpu._kernel.forward / backward): every field of the
 problem is a required keyword argument, so a missing, misspelled or extra field, a positional
 argument, a value out of range and an array of the wrong rank are TypeErrors naming the field,
 never a silent default; arrays are (data pointer, element strides) tuples or numpy arrays read in
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cpu_helpers import native_or_skip, rand
-from mlx_attn.cpu.strided import numpy_desc, varlen_as_bhld
+from mlx_attn.backends.cpu.strided import numpy_desc, varlen_as_bhld
 from mlx_attn.reference import reference, reference_grads, reference_varlen
 
 
@@ -27,7 +27,7 @@ def _problem(rng, B=1, Hq=4, Hkv=2, Lq=5, Lk=7, D=8, Dv=8):
     out = np.full((B, Hq, Lq, Dv), np.nan, np.float32)
     lse = np.full((B, Hq, Lq), np.nan, np.float32)
     args = dict(dtype=0, B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv, scale=D ** -0.5,
-                softcap=0.0, causal=False, wl=-1, wr=-1, q=q, k=k, v=v, o=out, o_f32=False,
+                softcap=0.0, causal=False, wl=-1, wr=-1, q=q, k=k, v=v, o=out, out_f32=False,
                 lse=lse, mask=None, mask_kind=0, mask_type=0, cu_q=None, cu_k=None, openmp=False)
     return args, (q, k, v, out, lse)
 
@@ -119,7 +119,7 @@ def test_forward_missing_field_is_named(native, name):
         native.forward(**args)
 
 
-@pytest.mark.parametrize("name", ["dout", "dlse", "dq", "dk", "dv", "lse", "o_f32", "openmp"])
+@pytest.mark.parametrize("name", ["dout", "dlse", "dq", "dk", "dv", "lse", "out_f32", "openmp"])
 def test_backward_missing_field_is_named(native, name):
     rng = np.random.default_rng(0)
     args = _backward_args(rng, _problem(rng)[0])[0]

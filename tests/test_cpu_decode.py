@@ -1,5 +1,5 @@
 """The `cpu` backend's decode kernel (row blocks of at most 8 query rows of one kv head: the GQA
-group at Lq <= 8, head dim across the vector lanes; csrc/cpu/decode.h) against the float64
+group at Lq <= 8, head dim across the vector lanes; cpu_bridge/decode.h) against the float64
 reference, by the SPEC criterion. CPUs without AVX-512 take the row-lane kernels (fwd.h)
 instead; the same cases must pass either way."""
 from __future__ import annotations

@@ -12,7 +12,7 @@ from cpu_helpers import (HAVE_MLX, HAVE_TORCH, kinds, make, mlx_ready, native_or
                          run_child)
 from mlx_attn import explain, flash_attention, flash_attention_varlen
 from mlx_attn.backends import by_name
-from mlx_attn.cpu import status
+from mlx_attn.backends.cpu import status
 
 
 
@@ -105,7 +105,7 @@ def test_native_kernel_rejects_bad_specs(native):
     """The C++ entry point checks its problem too (a ValueError, never a crash)."""
     null = (0, 0, 0, 0, 0)  # a (data pointer, strides) tuple with no data
     args = dict(dtype=0, B=1, Hq=3, Hkv=2, Lq=1, Lk=1, D=8, Dv=8, scale=1.0, softcap=0.0,
-                causal=False, wl=-1, wr=-1, q=null, k=null, v=null, o=null, o_f32=False,
+                causal=False, wl=-1, wr=-1, q=null, k=null, v=null, o=null, out_f32=False,
                 lse=None, mask=None, mask_kind=0, mask_type=0, cu_q=None, cu_k=None,
                 openmp=False)
     with pytest.raises(ValueError, match="Hq must be a multiple"):
@@ -149,7 +149,7 @@ def test_extension_not_built_is_a_reason(monkeypatch):
     from mlx_attn.backends.cpu import CpuBackend
 
     def missing():
-        raise ImportError("No module named 'mlx_attn.cpu._kernel'")
+        raise ImportError("No module named 'mlx_attn.backends.cpu._kernel'")
     monkeypatch.setattr(status, "native", missing)
     backend = CpuBackend()
     assert not backend.available
@@ -171,7 +171,7 @@ def test_works_when_mlx_is_not_importable(native):
     out = _run_without_mlx("""
         import numpy as np, torch
         from mlx_attn import backends, explain, flash_attention
-        from mlx_attn.cpu.status import mlx_reasons
+        from mlx_attn.backends.cpu.status import mlx_reasons
         from mlx_attn.reference import reference
         x = np.random.default_rng(0).standard_normal((1, 2, 5, 8)).astype(np.float32)
         ref = reference(x, x, x, causal=True)[0]

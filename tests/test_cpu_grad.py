@@ -77,7 +77,7 @@ def test_grad_rows_without_keys(kind):
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed")
 def test_torch_opcheck():
     import torch
-    from mlx_attn.cpu.torch_op import torch_ops
+    from mlx_attn.backends.cpu.torch_op import torch_ops
     rng = np.random.default_rng(0)
     q, k, v = (torch.from_numpy(rand(rng, 1, 2, 5, 16)).requires_grad_() for _ in range(3))
     torch.library.opcheck(torch_ops(), (q, k, v, None, None, None, 0.25, 0.0, -1, -1, True, 0))

@@ -158,7 +158,7 @@ def test_generated_gqa_gradients(native, problem):
 
 def _threads_in_child(value):
     code = ("import numpy as np\nfrom mlx_attn import flash_attention\n"
-            "from mlx_attn.cpu.status import native\n"
+            "from mlx_attn.backends.cpu.status import native\n"
             "q = np.ones((1, 1, 4, 8), np.float32)\n"
             "try:\n    flash_attention(q, q, q, backend='cpu')\n"
             "    print('threads', native().num_threads())\n"
@@ -196,6 +196,6 @@ def test_sanitized_build_is_loaded_when_asked():
     nothing)."""
     if not os.environ.get("MLX_ATTN_SANITIZED"):
         pytest.skip("not a sanitizer run (.ci/sanitize sets MLX_ATTN_SANITIZED)")
-    from mlx_attn.cpu import _kernel
+    from mlx_attn.backends.cpu import _kernel
     libs = open(f"/proc/{os.getpid()}/maps").read()
     assert "libasan" in libs and "build" not in _kernel.__file__

@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 
 from cpu_helpers import HAVE_MLX, native_or_skip, rand
 from mlx_attn import backends, explain
-from mlx_attn.cpu import status
+from mlx_attn.backends.cpu import status
 
 try:
     import tomllib

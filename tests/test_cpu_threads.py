@@ -1,4 +1,4 @@
-"""The native kernel's threads: torch calls on torch's OpenMP threads (mlx_attn/cpu/openmp.py:
+"""The native kernel's threads: torch calls on torch's OpenMP threads (mlx_attn/backends/cpu/openmp.py:
 found among the loaded libraries, used only when asked, the same bits as the kernel's own pool),
 and the kernel's own pool in a forked child."""
 from __future__ import annotations
@@ -24,7 +24,7 @@ def torch():
 
 
 def test_finds_runtimes_in_a_maps_file(tmp_path):
-    from mlx_attn.cpu.openmp import loaded_openmp_runtimes
+    from mlx_attn.backends.cpu.openmp import loaded_openmp_runtimes
     maps = tmp_path / "maps"
     maps.write_text(
         "7f00-7f01 r-xp 00000000 08:01 1 /opt/t/torch/lib/libgomp.so.1\n"
@@ -44,7 +44,7 @@ def test_attach_never_loads_a_library(native, tmp_path):
 
 
 def test_torch_calls_use_torch_openmp_when_it_is_the_backend(native, torch):
-    from mlx_attn.cpu.openmp import torch_openmp
+    from mlx_attn.backends.cpu.openmp import torch_openmp
     openmp_backend = "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
     turned_off = os.environ.get("MLX_ATTN_CPU_OPENMP", "1").lower() in ("0", "off", "false")
     if turned_off or not openmp_backend:
@@ -55,7 +55,7 @@ def test_torch_calls_use_torch_openmp_when_it_is_the_backend(native, torch):
 
 
 def test_env_turns_it_off(native, torch, monkeypatch):
-    from mlx_attn.cpu.openmp import torch_openmp
+    from mlx_attn.backends.cpu.openmp import torch_openmp
     torch_openmp.cache_clear()
     monkeypatch.setenv("MLX_ATTN_CPU_OPENMP", "0")
     try:
@@ -70,7 +70,7 @@ def _desc(a):
 
 @pytest.mark.parametrize("Lq", [1, 300])  # the decode kernel with split keys, and row blocks
 def test_same_bits_on_either_thread_team(native, torch, Lq):
-    from mlx_attn.cpu.openmp import torch_openmp
+    from mlx_attn.backends.cpu.openmp import torch_openmp
     if not torch_openmp():
         pytest.skip("torch's OpenMP runtime is not attached")
     rng = np.random.default_rng(0)
@@ -83,7 +83,7 @@ def test_same_bits_on_either_thread_team(native, torch, Lq):
         lse = np.empty(q.shape[:3], np.float32)
         spec = dict(dtype=0, B=1, Hq=4, Hkv=Hkv, Lq=Lq, Lk=2000, D=64, Dv=64, scale=0.125,
                     softcap=0.0, causal=Lq > 1, wl=-1, wr=-1, q=_desc(q), k=_desc(k), v=_desc(v),
-                    o=_desc(o), o_f32=False, lse=_desc(lse), mask=None, mask_kind=0,
+                    o=_desc(o), out_f32=False, lse=_desc(lse), mask=None, mask_kind=0,
                     mask_type=0, cu_q=None, cu_k=None)
         native.forward(**spec, openmp=openmp)
         native.backward(**spec, dout=_desc(do), dlse=None, dq=_desc(dq), dk=_desc(dk),

@@ -12,8 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mlx_attn import explain, flash_attention_varlen  # noqa: E402
-from mlx_attn.backends import cuda as cuda_backend  # noqa: E402
-from mlx_attn.backends.cuda import CudaBackend, _layout_reasons, _scalars  # noqa: E402
+from mlx_attn.backends.cuda import backend as cuda_backend  # noqa: E402
+from mlx_attn.backends.cuda.layout import layout_reasons as _layout_reasons  # noqa: E402
+from mlx_attn.backends.cuda.backend import CudaBackend, _scalars  # noqa: E402
 from mlx_attn.reference import max_error, passes, reference_varlen  # noqa: E402
 from mlx_attn.validate import check_dense, check_varlen  # noqa: E402
 
@@ -47,7 +48,7 @@ def test_reason_when_extension_missing(monkeypatch):
 
 
 class _FakeExt:
-    """Just enough of mlx_attn._cuda for the availability checks."""
+    """Just enough of mlx_attn.backends.cuda._cuda for the availability checks."""
 
     def __init__(self, count, cap=(9, 0)):
         self.count, self.cap = count, cap

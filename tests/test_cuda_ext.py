@@ -1,4 +1,4 @@
-"""The compiled CUDA bridge module mlx_attn._cuda, on any machine (no GPU needed).
+"""The compiled CUDA bridge module mlx_attn.backends.cuda._cuda, on any machine (no GPU needed).
 
 Its argument checks run on CPU tensors through check_fwd_args(..., allow_cpu=True), so every
 error the binding can raise is exercised here; the kernels themselves are tested in
@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from mlx_attn.cuda import extension, load_error
+from mlx_attn.backends.cuda.extension import extension, load_error
 
 torch = pytest.importorskip("torch")
 
@@ -23,15 +23,15 @@ def test_extension_built_or_skipped_with_reason():
     """CI sets MLX_ATTN_REQUIRE_CUDA_EXT=1 where nvcc is present: the build must then exist."""
     if EXT is None:
         if REQUIRE:
-            pytest.fail(f"MLX_ATTN_REQUIRE_CUDA_EXT=1 but mlx_attn._cuda is missing: {load_error()}")
-        pytest.skip(f"mlx_attn._cuda is not built (CUDA build off or no nvcc): {load_error()}")
+            pytest.fail(f"MLX_ATTN_REQUIRE_CUDA_EXT=1 but mlx_attn.backends.cuda._cuda is missing: {load_error()}")
+        pytest.skip(f"mlx_attn.backends.cuda._cuda is not built (CUDA build off or no nvcc): {load_error()}")
     assert set(EXT.head_dims()) <= {32, 64, 96, 128, 192, 256}
     assert EXT.head_dims(), "no head-dim bucket compiled"
     archs = EXT.archs()
     assert archs and all(int(a.split("-")[0]) >= 80 for a in archs.split(","))
 
 
-needs_ext = pytest.mark.skipif(EXT is None, reason=f"mlx_attn._cuda is not built: {load_error()}")
+needs_ext = pytest.mark.skipif(EXT is None, reason=f"mlx_attn.backends.cuda._cuda is not built: {load_error()}")
 
 
 @needs_ext

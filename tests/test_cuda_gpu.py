@@ -200,7 +200,7 @@ def test_deterministic_backward_bitwise(dtype):
 
 
 def test_torch_compile_on_cuda():
-    from mlx_attn.cuda import ops
+    from mlx_attn.backends.cuda import ops
 
     q, k, v, kw, layout = make_case("gqa", 113, 113, 64, torch.bfloat16, grad=True)
 
@@ -215,7 +215,7 @@ def test_torch_compile_on_cuda():
 
 
 def test_opcheck_on_cuda():
-    from mlx_attn.cuda import ops
+    from mlx_attn.backends.cuda import ops
 
     q, k, v, kw, layout = make_case("gqa", 37, 50, 64, torch.float16, grad=True)
     args = (q, k, v, None, 0.125, True, 4, -1, 0.0, False)

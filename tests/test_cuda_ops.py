@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 from contract.cases import OPCHECK_SHAPES  # noqa: E402
 from mlx_attn import flash_attention  # noqa: E402
-from mlx_attn.cuda import ops  # noqa: E402
+from mlx_attn.backends.cuda import ops  # noqa: E402
 from mlx_attn.reference import max_error, reference, reference_grads  # noqa: E402
 
 # (B, Hq, Hkv, Lq, Lk, D, Dv), declared in tests/contract/cases.py

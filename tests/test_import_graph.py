@@ -7,6 +7,8 @@ import pathlib
 import mlx_attn
 
 PACKAGE = "mlx_attn"
+EXTENSIONS = {"_kernel", "_mlx_primitive", "_cuda"}  # built by cpu_bridge/ and cuda_bridge/
+EXTENSION = "<compiled extension>"
 
 
 def modules(root: pathlib.Path) -> dict:
@@ -27,8 +29,10 @@ def imported(name: str, is_package: bool, node, known: dict) -> list:
         base = name.split(".") if is_package else name.split(".")[:-1]
         base = base[:len(base) - (node.level - 1)] if node.level else []
         target = ".".join(base + ([node.module] if node.module else []))
-        targets = [f"{target}.{a.name}" if f"{target}.{a.name}" in known else target
-                   for a in node.names]
+        # `from . import _kernel`: a compiled extension beside the package's .py files (never a
+        # name its __init__ defines); it imports nothing of ours, so it is a leaf
+        targets = [f"{target}.{a.name}" if f"{target}.{a.name}" in known
+                   else EXTENSION if a.name in EXTENSIONS else target for a in node.names]
     out = []
     for target in targets:
         if target != PACKAGE and not target.startswith(PACKAGE + "."):

@@ -121,7 +121,7 @@ def test_case_ids_are_unique():
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 def test_block_table_fits_threadgroup_memory(dtype):
-    from mlx_attn.metal import blocks
+    from mlx_attn.backends.metal import blocks
     size = {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
     for D in blocks.HEAD_DIMS:
         for Dv in blocks.HEAD_DIMS:

@@ -1,4 +1,4 @@
-// mlx_attn._cuda: the nanobind module over the CUDA kernel library.
+// mlx_attn.backends.cuda._cuda: the nanobind module over the CUDA kernel library.
 //
 // Tensors arrive through DLPack as nb::ndarray (torch tensors, detached by the Python side);
 // no libtorch is linked.  Outputs are allocated by the caller (torch.empty, so torch's caching

@@ -1,5 +1,5 @@
 // The SPEC's parameter rules that every native kernel implements, written once: the CPU kernel
-// (csrc/cpu) and the CUDA kernels (cuda_bridge, device code and host checks) include this header
+// (cpu_bridge) and the CUDA kernels (cuda_bridge, device code and host checks) include this header
 // and use these functions instead of their own copies.
 //
 // Plain C++17 with no dependencies, so it compiles with the host compiler (gcc / clang) and

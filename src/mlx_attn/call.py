@@ -73,6 +73,35 @@ class AttentionCall:
         """0 no mask, 1 bool (True keeps), 2 additive: the kernels' mask kind codes."""
         return MASK_CODES[self.mask_kind]
 
+    def sequences(self):
+        """varlen: for each sequence with query rows, its (q, k, v) as a B=1 bhld call's arrays,
+        [L, H, D] -> [1, H, L, D] views of the packed ones (no copies). For backends that run
+        varlen as a loop of dense calls; `join_sequences` packs their results back."""
+        from .frameworks import ops_for
+
+        ops = ops_for(self.kind)
+        cq, ck = self.seqlens_q, self.seqlens_k
+        for s in range(len(cq) - 1):
+            if cq[s] == cq[s + 1]:
+                continue  # no query rows: nothing to emit (and MLX's autodiff trips on it)
+            yield tuple(ops.swapaxes(x[a:b], 0, 1)[None] for x, a, b in
+                        ((self.q, cq[s], cq[s + 1]), (self.k, ck[s], ck[s + 1]),
+                         (self.v, ck[s], ck[s + 1])))
+
+    def join_sequences(self, results: list) -> tuple:
+        """The packed (out [total_q, Hq, Dv], lse [Hq, total_q] or None) from the per-sequence
+        (out [1, Hq, L, Dv], lse [1, Hq, L]) of the calls `sequences()` described, in order."""
+        from .frameworks import ops_for
+
+        ops = ops_for(self.kind)
+        if not results:  # no query rows at all
+            out = ops.full((0, self.Hq, self.Dv), 0.0, self.dtype, self.q)
+            lse = ops.full((self.Hq, 0), float("-inf"), "float32", self.q)
+        else:
+            out = ops.concat([ops.swapaxes(o[0], 0, 1) for o, _ in results], 0)
+            lse = ops.concat([l[0] for _, l in results], 1) if self.return_lse else None
+        return out, (lse if self.return_lse else None)
+
     def signature(self) -> tuple:
         """Everything a backend's declared support depends on, values aside (the arrays' kind,
         device and dtype, head dims, features present): dispatch decides once per signature."""

@@ -31,26 +31,8 @@ class MathBackend(Backend):
         return attention_bhld(call, call.q, call.k, call.v, call.mask)
 
     def forward_varlen(self, call: AttentionCall):
-        ops = ops_for(call.kind)
-        outs, lses = [], []
-        cq, ck = call.seqlens_q, call.seqlens_k
-        for s in range(len(cq) - 1):
-            if cq[s] == cq[s + 1]:
-                continue  # no query rows: nothing to emit (and MLX's autodiff trips on it)
-            # one sequence as a B=1 bhld call: [L, H, D] -> [1, H, L, D]
-            q, k, v = (ops.swapaxes(x[a:b], 0, 1)[None] for x, a, b in
-                       ((call.q, cq[s], cq[s + 1]), (call.k, ck[s], ck[s + 1]),
-                        (call.v, ck[s], ck[s + 1])))
-            out, lse = attention_bhld(call, q, k, v, None)
-            outs.append(ops.swapaxes(out[0], 0, 1))
-            lses.append(lse[0] if lse is not None else None)
-        if not outs:  # no query rows at all
-            out = ops.full((0, call.Hq, call.Dv), 0.0, call.dtype, call.q)
-            lse = ops.full((call.Hq, 0), NEG_INF, "float32", call.q)
-        else:
-            out = ops.concat(outs, 0)
-            lse = ops.concat(lses, 1) if call.return_lse else None
-        return out, lse if call.return_lse else None
+        return call.join_sequences([attention_bhld(call, q, k, v, None)
+                                    for q, k, v in call.sequences()])
 
 
 def chunk_rows(call: AttentionCall) -> int:

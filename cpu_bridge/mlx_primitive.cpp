@@ -124,7 +124,7 @@ void AttnForward::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx:
   lse.set_data(mx::allocator::malloc(lse.nbytes()));
   Problem p = base_problem(p_, inputs);
   p.o = out.data<void>(); strides4(out, p_.varlen, p.os);
-  p.o_f32 = out.dtype() == mx::float32 && p.dtype != F32;
+  p.out_f32 = out.dtype() == mx::float32 && p.dtype != F32;
   p.lse = lse.data<float>(); strides3(lse, p_.varlen, p.ls);
   if (p_.varlen) { p.ls[0] = 0; p.ls[1] = lse.strides()[0]; p.ls[2] = lse.strides()[1]; }
   auto& enc = mx::cpu::get_command_encoder(stream());
@@ -224,7 +224,7 @@ void AttnBackward::eval_cpu(const std::vector<mx::array>& inputs,
   const auto &out = inputs[nb], &lse = inputs[nb + 1], &dout = inputs[nb + 2],
              &dlse = inputs[nb + 3];
   p.o = const_cast<void*>(out.data<void>()); strides4(out, p_.varlen, p.os);
-  p.o_f32 = out.dtype() == mx::float32 && p.dtype != F32;  // else backward() recomputes it
+  p.out_f32 = out.dtype() == mx::float32 && p.dtype != F32;  // else backward() recomputes it
   p.lse = const_cast<float*>(lse.data<float>());
   p.dout = dout.data<void>(); strides4(dout, p_.varlen, p.dos);
   p.dlse = dlse.data<float>();

@@ -322,7 +322,7 @@ void forward(const Problem& p_in) {
 void backward(const Problem& p_in) {
   check(p_in, true);
   const Problem p = with_window_canonical(p_in);
-  const bool half = p.dtype != F32 && !p.o_f32;
+  const bool half = p.dtype != F32 && !p.out_f32;
   if (!p.stats && p.B > 0 && p.Lq > 0 && p.Lk > 0 && (half || lse_is_coarse(p))) {
     // One extra forward (O(Lq * Dv) memory) for what the backward recomputes P and delta from:
     // - the softmax statistics (row max, log2 row sum) instead of lse, always for fp16 / bf16
@@ -333,7 +333,7 @@ void backward(const Problem& p_in) {
     const int64_t rows = int64_t(p.cu_q ? 1 : p.B) * p.Hq * p.Lq;
     Buffer o32(size_t(rows) * p.Dv), stats(size_t(rows) * 2);
     Problem f = p;
-    f.o = o32.p; f.o_f32 = true; f.lse = nullptr;
+    f.o = o32.p; f.out_f32 = true; f.lse = nullptr;
     f.os[0] = p.cu_q ? 0 : int64_t(p.Hq) * p.Lq * p.Dv;  // [B, Hq, Lq, Dv]; varlen [Hq, total, Dv]
     f.os[1] = int64_t(p.Lq) * p.Dv; f.os[2] = p.Dv; f.os[3] = 1;
     f.stats = stats.p;
@@ -341,7 +341,7 @@ void backward(const Problem& p_in) {
     forward(f);
     f.lse = p.lse;
     if (!half) {  // float32: the caller's o is exact
-      f.o = p.o; f.o_f32 = p.o_f32;
+      f.o = p.o; f.out_f32 = p.out_f32;
       for (int d = 0; d < 4; ++d) f.os[d] = p.os[d];
     }
     backward(f);

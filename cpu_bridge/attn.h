@@ -40,7 +40,7 @@ struct Problem {
   void* o = nullptr; int64_t os[4] = {0, 0, 0, 0};
   // o holds float32 whatever `dtype` is. backward() sets it internally for fp16 / bf16: its
   // delta = rowsum(dout * o) must not see o rounded to 8 bits (cancellation when p peaks).
-  bool o_f32 = false;
+  bool out_f32 = false;
   float* lse = nullptr; int64_t ls[3] = {0, 0, 0};        // (b, h, l), natural log; may be null
   // Softmax statistics per query row, log2 units: (row max m, log2 of the row sum l), two floats
   // at stats + (b, h, l) strides. forward() writes them when non-null; backward() reads them in

@@ -1,4 +1,4 @@
-"""MLX glue of the `cpu` backend: calls the MLX primitive of mlx_attn.cpu._mlx_primitive (whose vjp is the
+"""MLX glue of the `cpu` backend: calls the MLX primitive of mlx_attn.backends.cpu._mlx_primitive (whose vjp is the
 native backward kernel, so mx.grad, mx.vjp and mx.compile work through it)."""
 from __future__ import annotations
 

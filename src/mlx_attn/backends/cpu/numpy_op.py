@@ -37,13 +37,13 @@ def numpy_forward(call):
         cu_k = np.ascontiguousarray(call.seqlens_k, dtype=np.int32)
         kernel(**spec, q=varlen_as_bhld(numpy_desc(q, 3)), k=varlen_as_bhld(numpy_desc(k, 3)),
                v=varlen_as_bhld(numpy_desc(v, 3)), o=varlen_as_bhld(numpy_desc(out, 3)),
-               o_f32=False, lse=None if lse is None else (lse.ctypes.data, 0, call.Lq, 1),
+               out_f32=False, lse=None if lse is None else (lse.ctypes.data, 0, call.Lq, 1),
                mask=None, mask_kind=MASK_KIND[None], mask_type=0,
                cu_q=(cu_q.ctypes.data,), cu_k=(cu_k.ctypes.data,), openmp=False)
         return out, lse
     mask, mask_type = _mask(call.mask)
     kernel(**spec, q=numpy_desc(q, 4), k=numpy_desc(k, 4), v=numpy_desc(v, 4),
-           o=numpy_desc(out, 4), o_f32=False, lse=None if lse is None else numpy_desc(lse, 3),
+           o=numpy_desc(out, 4), out_f32=False, lse=None if lse is None else numpy_desc(lse, 3),
            mask=numpy_desc(mask, 4), mask_kind=MASK_KIND[call.mask_kind], mask_type=mask_type,
            cu_q=None, cu_k=None, openmp=False)
     return out, lse

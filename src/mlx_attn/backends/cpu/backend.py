@@ -1,14 +1,14 @@
-"""The `cpu` backend: our native C++ tiled flash-attention kernel (csrc/cpu, mlx_attn/cpu/).
+"""The `cpu` backend: our native C++ tiled flash-attention kernel (cpu_bridge/, glue beside this file).
 
-numpy arrays and torch CPU tensors go through mlx_attn.cpu._kernel (raw pointers, zero-copy); MLX
-arrays on the CPU go through mlx_attn.cpu._mlx_primitive, an MLX primitive with a vjp, built
+numpy arrays and torch CPU tensors go through mlx_attn.backends.cpu._kernel (raw pointers, zero-copy); MLX
+arrays on the CPU go through mlx_attn.backends.cpu._mlx_primitive, an MLX primitive with a vjp, built
 against one MLX version: any other installed MLX makes the backend decline MLX arrays with that
-reason (mlx_attn.cpu.status), so the dispatcher falls back instead of crashing.
+reason (mlx_attn.backends.cpu.status), so the dispatcher falls back instead of crashing.
 """
 from __future__ import annotations
 
-from ..call import FEATURES, AttentionCall
-from .base import Backend
+from ...call import FEATURES, AttentionCall
+from ..base import Backend
 
 _SUMMARY = "MLX CPU arrays, torch CPU tensors and numpy (native C++ kernel)"
 # The kernel folds the scale into q as float32 (times log2(e)): beyond this, scale * q . k
@@ -37,7 +37,7 @@ class CpuBackend(Backend):
         return _SUMMARY
 
     def _availability_reasons(self) -> list[str]:
-        from ..cpu.status import kernel_reasons  # noqa: PLC0415
+        from .status import kernel_reasons  # noqa: PLC0415
         return kernel_reasons()
 
     def call_reasons(self, call: AttentionCall) -> list[str]:
@@ -64,7 +64,7 @@ class CpuBackend(Backend):
 
 
 def mlx_reasons() -> tuple:
-    from ..cpu.status import mlx_reasons as reasons  # noqa: PLC0415
+    from .status import mlx_reasons as reasons  # noqa: PLC0415
     return reasons()
 
 
@@ -75,10 +75,10 @@ def _run(call: AttentionCall):
     runner = _RUNNERS.get(call.kind)
     if runner is None:  # imported on first use: numpy callers never import torch or mlx
         if call.kind == "numpy":
-            from ..cpu.numpy_op import numpy_forward as runner  # noqa: PLC0415
+            from .numpy_op import numpy_forward as runner  # noqa: PLC0415
         elif call.kind == "torch":
-            from ..cpu.torch_op import torch_forward as runner  # noqa: PLC0415
+            from .torch_op import torch_forward as runner  # noqa: PLC0415
         else:
-            from ..cpu.mlx_op import mlx_forward as runner  # noqa: PLC0415
+            from .mlx_op import mlx_forward as runner  # noqa: PLC0415
         _RUNNERS[call.kind] = runner
     return runner(call)

@@ -1,5 +1,5 @@
-// nanobind module mlx_attn.cpu._kernel: the kernel on raw pointers + element strides, for numpy
-// and torch CPU arrays (the Python glue in mlx_attn/cpu/ passes data pointers, never copies).
+// nanobind module mlx_attn.backends.cpu._kernel: the kernel on raw pointers + element strides, for numpy
+// and torch CPU arrays (the Python glue in mlx_attn/backends/cpu/ passes data pointers, never copies).
 //
 // forward() and backward() take every field of the problem as a keyword argument, none of them
 // defaulted: a missing, misspelled or extra argument is a TypeError naming it (see `diagnose`),
@@ -130,7 +130,7 @@ template <int N, bool W> void* set(const Opt<Arr<N, W>>& a, int64_t* strides) {
 
 Problem common(Int dtype, Int B, Int Hq, Int Hkv, Int Lq, Int Lk, Int D, Int Dv, Float scale,
                Float softcap, Bool causal, Int64 wl, Int64 wr, const In4& q, const In4& k,
-               const In4& v, Bool o_f32, const Opt<In4>& mask, Int mask_kind, Int mask_type,
+               const In4& v, Bool out_f32, const Opt<In4>& mask, Int mask_kind, Int mask_type,
                const Opt<Cu>& cu_q, const Opt<Cu>& cu_k) {
   Problem p;
   p.dtype = dtype.v;
@@ -142,7 +142,7 @@ Problem common(Int dtype, Int B, Int Hq, Int Hkv, Int Lq, Int Lk, Int D, Int Dv,
   p.q = set(q, p.qs);
   p.k = set(k, p.ks);
   p.v = set(v, p.vs);
-  p.o_f32 = o_f32.v;
+  p.out_f32 = out_f32.v;
   p.mask = set(mask, p.ms);
   if (p.mask) {  // mask_kind and mask_type are required, but read only with a mask
     p.mask_kind = mask_kind.v;
@@ -158,20 +158,20 @@ Problem common(Int dtype, Int B, Int Hq, Int Hkv, Int Lq, Int Lk, Int D, Int Dv,
 // the typed binding (nb::arg) and the diagnosis of a call that does not bind.
 constexpr std::array<const char*, 25> kForwardNames = {
     "dtype", "B", "Hq", "Hkv", "Lq", "Lk", "D", "Dv", "scale", "softcap", "causal", "wl", "wr",
-    "q", "k", "v", "o", "o_f32", "lse", "mask", "mask_kind", "mask_type", "cu_q", "cu_k",
+    "q", "k", "v", "o", "out_f32", "lse", "mask", "mask_kind", "mask_type", "cu_q", "cu_k",
     "openmp"};
 constexpr std::array<const char*, 30> kBackwardNames = {
     "dtype", "B", "Hq", "Hkv", "Lq", "Lk", "D", "Dv", "scale", "softcap", "causal", "wl", "wr",
-    "q", "k", "v", "o", "o_f32", "lse", "mask", "mask_kind", "mask_type", "cu_q", "cu_k",
+    "q", "k", "v", "o", "out_f32", "lse", "mask", "mask_kind", "mask_type", "cu_q", "cu_k",
     "dout", "dlse", "dq", "dk", "dv", "openmp"};
 
 void forward_args(Int dtype, Int B, Int Hq, Int Hkv, Int Lq, Int Lk, Int D, Int Dv, Float scale,
                   Float softcap, Bool causal, Int64 wl, Int64 wr, const In4& q, const In4& k,
-                  const In4& v, const Out4& o, Bool o_f32, const Opt<Out3>& lse,
+                  const In4& v, const Out4& o, Bool out_f32, const Opt<Out3>& lse,
                   const Opt<In4>& mask, Int mask_kind, Int mask_type, const Opt<Cu>& cu_q,
                   const Opt<Cu>& cu_k, Bool openmp) {
   Problem p = common(dtype, B, Hq, Hkv, Lq, Lk, D, Dv, scale, softcap, causal, wl, wr, q, k, v,
-                     o_f32, mask, mask_kind, mask_type, cu_q, cu_k);
+                     out_f32, mask, mask_kind, mask_type, cu_q, cu_k);
   p.o = set(o, p.os);
   p.lse = static_cast<float*>(set(lse, p.ls));
   nb::gil_scoped_release release;
@@ -181,12 +181,12 @@ void forward_args(Int dtype, Int B, Int Hq, Int Hkv, Int Lq, Int Lk, Int D, Int 
 
 void backward_args(Int dtype, Int B, Int Hq, Int Hkv, Int Lq, Int Lk, Int D, Int Dv,
                    Float scale, Float softcap, Bool causal, Int64 wl, Int64 wr, const In4& q,
-                   const In4& k, const In4& v, const In4& o, Bool o_f32, const In3& lse,
+                   const In4& k, const In4& v, const In4& o, Bool out_f32, const In3& lse,
                    const Opt<In4>& mask, Int mask_kind, Int mask_type, const Opt<Cu>& cu_q,
                    const Opt<Cu>& cu_k, const In4& dout, const Opt<In3>& dlse, const Out4& dq,
                    const Out4& dk, const Out4& dv, Bool openmp) {
   Problem p = common(dtype, B, Hq, Hkv, Lq, Lk, D, Dv, scale, softcap, causal, wl, wr, q, k, v,
-                     o_f32, mask, mask_kind, mask_type, cu_q, cu_k);
+                     out_f32, mask, mask_kind, mask_type, cu_q, cu_k);
   p.o = set(o, p.os);
   p.lse = static_cast<float*>(set(lse, p.ls));
   p.dout = set(dout, p.dos);

@@ -28,7 +28,7 @@ def _register():
         return (lse.data_ptr(), 0, Lq, 1) if varlen else torch_desc(lse, 3)
 
     def base_spec(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind):
-        """The kernel's keyword arguments but for o, o_f32, lse (and the backward's) and openmp."""
+        """The kernel's keyword arguments but for o, out_f32, lse (and the backward's) and openmp."""
         varlen = cu_q is not None
         dims = dims_of(q, k, v, cu_q)
         spec = make_spec(str(q.dtype).removeprefix("torch."), dims, scale, softcap, causal,
@@ -51,15 +51,15 @@ def _register():
     def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
                   cu_q: Optional[torch.Tensor], cu_k: Optional[torch.Tensor], scale: float,
                   softcap: float, wl: int, wr: int, causal: bool, mask_kind: int,
-                  f32_out: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """f32_out: out in float32 whatever q's dtype (the backward's delta needs it unrounded)."""
+                  out_f32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """out_f32: out in float32 whatever q's dtype (the backward's delta needs it unrounded)."""
         spec, varlen, dims = base_spec(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal,
                                        mask_kind)
         oshape, lshape = out_shapes(q, v, cu_q)
-        out = torch.empty(oshape, dtype=torch.float32 if f32_out else q.dtype)
+        out = torch.empty(oshape, dtype=torch.float32 if out_f32 else q.dtype)
         lse = torch.empty(lshape, dtype=torch.float32)
         native().forward(**spec, o=desc(out, varlen), lse=lse_desc(lse, varlen, dims[3]),
-                         o_f32=out.dtype != q.dtype, openmp=torch_openmp())
+                         out_f32=out.dtype != q.dtype, openmp=torch_openmp())
         return out, lse
 
     plain = attention
@@ -67,9 +67,9 @@ def _register():
                                         device_types="cpu")(plain)
 
     @attention.register_fake
-    def _(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind, f32_out=False):
+    def _(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal, mask_kind, out_f32=False):
         oshape, lshape = out_shapes(q, v, cu_q)
-        return (q.new_empty(oshape, dtype=torch.float32 if f32_out else q.dtype),
+        return (q.new_empty(oshape, dtype=torch.float32 if out_f32 else q.dtype),
                 q.new_empty(lshape, dtype=torch.float32))
 
     @torch.library.custom_op("mlx_attn::cpu_attention_backward", mutates_args=(),
@@ -83,11 +83,11 @@ def _register():
         spec, varlen, dims = base_spec(q, k, v, mask, cu_q, cu_k, scale, softcap, wl, wr, causal,
                                        mask_kind)
         dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype) for x in (q, k, v))
-        # a float32 out (f32_out) spares the kernel recomputing it for delta
+        # a float32 out (out_f32) spares the kernel recomputing it for delta
         if dlse is not None:
             dlse = (dlse.data_ptr(), 0, dlse.stride(0), dlse.stride(1)) if varlen \
                 else torch_desc(dlse, 3)
-        native().backward(**spec, o=desc(out, varlen), o_f32=out.dtype != q.dtype,
+        native().backward(**spec, o=desc(out, varlen), out_f32=out.dtype != q.dtype,
                           lse=lse_desc(lse, varlen, dims[3]), dout=desc(dout, varlen), dlse=dlse,
                           dq=desc(dq, varlen), dk=desc(dk, varlen), dv=desc(dv, varlen),
                           openmp=torch_openmp())
@@ -106,7 +106,7 @@ def _register():
 
     def backward(ctx, dout, dlse):
         q, k, v, out, lse, mask, cu_q, cu_k = ctx.saved_tensors
-        # dout is float32 when out is (f32_out); the kernel reads it in q's dtype, which is what
+        # dout is float32 when out is (out_f32); the kernel reads it in q's dtype, which is what
         # the caller's out has after torch_forward's cast
         dout = torch.zeros_like(out, dtype=q.dtype) if dout is None else dout.to(q.dtype)
         dq, dk, dv = attention_backward(dout, dlse, q, k, v, out, lse, mask, cu_q, cu_k,
@@ -176,11 +176,11 @@ def torch_forward(call):
         cu_k = torch.tensor(call.seqlens_k, dtype=torch.int32)
     # training in fp16 / bf16: keep out in float32 for the backward's delta = rowsum(dout * out)
     # (else the backward recomputes it: one more forward) and hand the caller the rounded copy
-    f32_out = call.q.dtype != torch.float32 and call.requires_grad
+    out_f32 = call.q.dtype != torch.float32 and call.requires_grad
     op = _PLAIN if plain else _OP
     out, lse = op(call.q, call.k, call.v, _torch_mask(call.mask), cu_q, cu_k, float(call.scale),
                   float(call.softcap or 0.0), int(wl), int(wr), bool(call.causal),
-                  MASK_KIND[call.mask_kind], f32_out)
-    if f32_out:
+                  MASK_KIND[call.mask_kind], out_f32)
+    if out_f32:
         out = out.to(call.q.dtype)
     return out, (lse if call.return_lse else None)

@@ -1,6 +1,7 @@
-"""Python side of the `cpu` backend: hands numpy arrays, torch CPU tensors and MLX CPU arrays to
-the native C++ kernel of csrc/cpu. Nothing here is imported until the backend runs.
+"""The `cpu` backend: numpy arrays, torch CPU tensors and MLX CPU arrays on the native C++ kernel of
+cpu_bridge/ (top level). Importing this package imports no framework and no extension.
 
+- backend.py   the backend class: what it supports, and which glue runs a call
 - status.py    whether the extensions are built and usable (the MLX version check)
 - strided.py   array descriptions (data pointer + element strides) and the kernel's problem spec
 - numpy_op.py  numpy arrays, zero-copy
@@ -14,5 +15,8 @@ builds both (CMake options MLX_ATTN_BUILD_CPU, MLX_ATTN_BUILD_MLX). Developer bu
 install of the README's layout section, or by hand:
 
     cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build/dev -j2
-    (cd src/mlx_attn/cpu && ln -sf ../../../build/dev/csrc/cpu/*.so .)   # git-ignored links
+    (cd src/mlx_attn/backends/cpu && ln -sf ../../../../build/dev/cpu_bridge/*.so .)   # git-ignored links
 """
+from .backend import CpuBackend
+
+__all__ = ["CpuBackend"]

@@ -1,4 +1,4 @@
-// nanobind module mlx_attn.cpu._mlx_primitive (NB_DOMAIN mlx, so it shares mlx.core's array type).
+// nanobind module mlx_attn.backends.cpu._mlx_primitive (NB_DOMAIN mlx, so it shares mlx.core's array type).
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/vector.h>

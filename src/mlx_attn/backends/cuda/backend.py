@@ -4,7 +4,7 @@ The kernels (cuda_bridge/) take fp16/bf16, head dims that are multiples of 8 up 
 by the buckets 32/64/96/128/192/256, zero-padded inside the kernel), GQA/MQA, Dv != D, causal
 (bottom-right), window, softcap, bool/additive masks and lse, on compute capability 8.0 or
 newer.  They are reached through the torch custom ops `torch.ops.mlx_attn.fwd` / `.bwd`
-(mlx_attn/cuda/ops.py), so gradients flow through torch.autograd (backward kernels, no atomics:
+(ops.py), so gradients flow through torch.autograd (backward kernels, no atomics:
 deterministic).  varlen runs one dense launch per sequence on views of the packed tensors (no
 copies of q/k/v; correct, but launch-bound for many short sequences: a fused varlen kernel is
 future work).
@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import sys
 
-from ..call import AttentionCall
-from ..cuda import extension, load_error
-from .base import Backend
+from ...call import AttentionCall
+from .extension import extension, load_error
+from .layout import layout_reasons
+from ..base import Backend
 
 _MAX_I32 = 2**31 - 1
 
@@ -35,7 +36,7 @@ class CudaBackend(Backend):
     def _availability_reasons(self) -> list[str]:
         ext = extension()
         if ext is None:
-            return [f"the CUDA extension mlx_attn._cuda is not built or cannot be imported "
+            return [f"the CUDA extension mlx_attn.backends.cuda._cuda is not built or cannot be imported "
                     f"({load_error()})"]
         torch = sys.modules.get("torch")  # only if the caller already uses torch
         if torch is not None and getattr(torch.version, "cuda", None) is None:
@@ -88,40 +89,26 @@ class CudaBackend(Backend):
     def call_reasons(self, call: AttentionCall) -> list[str]:
         reasons = []
         for name, x in (("q", call.q), ("k", call.k), ("v", call.v)):
-            reasons.extend(_layout_reasons(name, x))
+            reasons.extend(layout_reasons(name, x))
         if call.Lq * call.group > _MAX_I32 or call.Lk > _MAX_I32 or call.B * call.Hq > _MAX_I32:
             reasons.append("problem too large for the kernels' 32-bit row indices")
         return reasons
 
     # -- run ---------------------------------------------------------------------------------------
     def forward(self, call: AttentionCall):
-        from ..cuda import ops
+        from . import ops
 
         out, lse = ops.fwd(call.q, call.k, call.v, call.mask, *_scalars(call),
                            call.layout == "blhd")
         return out, (lse if call.return_lse else None)
 
     def forward_varlen(self, call: AttentionCall):
-        """One dense launch per sequence, on [1, H, L, D] views of the packed tensors."""
-        import torch
+        """One dense launch per sequence, on views of the packed tensors (out_blhd: each out is
+        a view of a contiguous [1, L, Hq, Dv], so packing it back is one copy)."""
+        from . import ops
 
-        from ..cuda import ops
-
-        outs, lses = [], []
-        cq, ck = call.seqlens_q, call.seqlens_k
-        for s in range(len(cq) - 1):
-            q, k, v = (x[a:b].transpose(0, 1)[None] for x, a, b in
-                       ((call.q, cq[s], cq[s + 1]), (call.k, ck[s], ck[s + 1]),
-                        (call.v, ck[s], ck[s + 1])))
-            out, lse = ops.fwd(q, k, v, None, *_scalars(call), True)
-            outs.append(out[0].transpose(0, 1))       # [L, Hq, Dv], contiguous
-            lses.append(lse[0])                       # [Hq, L]
-        if not outs:  # no sequences at all
-            out = call.q.new_zeros((0, call.Hq, call.Dv))
-            lse = torch.empty((call.Hq, 0), dtype=torch.float32, device=call.q.device)
-        else:
-            out, lse = torch.cat(outs, 0), torch.cat(lses, 1)
-        return out, (lse if call.return_lse else None)
+        return call.join_sequences([ops.fwd(q, k, v, None, *_scalars(call), True)
+                                    for q, k, v in call.sequences()])
 
 
 def _scalars(call: AttentionCall) -> tuple:
@@ -129,20 +116,6 @@ def _scalars(call: AttentionCall) -> tuple:
     left, right = call.window if call.window is not None else (-1, -1)
     return (float(call.scale), bool(call.causal), int(left), int(right),
             float(call.softcap or 0.0))
-
-
-def _layout_reasons(name: str, x) -> list[str]:
-    """Strides/alignment the kernels need: 16-byte cp.async granules along the last dim."""
-    reasons = []
-    shape, strides = tuple(x.shape), tuple(x.stride())
-    if shape[-1] > 1 and strides[-1] != 1:
-        reasons.append(f"{name} has a non-contiguous last dim (strides {strides}); the kernels "
-                       f"need stride 1 there")
-    elif any(n > 1 and s % 8 for n, s in zip(shape[:-1], strides[:-1])):
-        reasons.append(f"{name} strides {strides} are not multiples of 8 elements (16 bytes)")
-    elif x.data_ptr() % 16:
-        reasons.append(f"{name} data pointer is not 16-byte aligned")
-    return reasons
 
 
 @functools.cache

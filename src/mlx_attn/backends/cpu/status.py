@@ -41,7 +41,7 @@ def kernel_reasons() -> list[str]:
     try:
         native()
     except ImportError as error:
-        return [f"the native extension mlx_attn.cpu._kernel is not built ({error}); "
+        return [f"the native extension mlx_attn.backends.cpu._kernel is not built ({error}); "
                 "build it with `pip install .` (cmake option MLX_ATTN_BUILD_CPU)"]
     return []
 
@@ -96,7 +96,7 @@ def install_source() -> tuple[str | None, bool]:
     Running from a clone (an editable install, or the source tree on the path) it is the clone;
     otherwise what pip recorded in the dist-info's direct_url.json (PEP 610): the local directory
     or sdist of `pip install <path>`, the VCS URL and commit, or the sdist's URL."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parents[2]  # mlx_attn/
     root = package.parents[1]
     if package.parent.name == "src" and (root / "pyproject.toml").is_file():
         return str(root), True
@@ -164,6 +164,6 @@ def mlx_reasons() -> tuple:
         from . import _mlx_primitive  # noqa: F401, PLC0415
     except ImportError as error:
         detail = " ".join(str(error).split())
-        return (f"the MLX primitive mlx_attn.cpu._mlx_primitive failed to load ({detail}); "
+        return (f"the MLX primitive mlx_attn.backends.cpu._mlx_primitive failed to load ({detail}); "
                 f"rebuild it against the installed mlx {installed} with `{rebuild_command()}`",)
     return ()

@@ -10,7 +10,7 @@ out_blhd=True, out is a [B, Hq, Lq, Dv] view of a contiguous [B, Lq, Hq, Dv] ten
 caller in the "blhd" layout gets a contiguous result back.
 
 Registered with `torch.library.custom_op` and `register_fake`, so torch.compile traces it and
-`torch.library.opcheck` validates it.  On CUDA tensors it runs our kernels (mlx_attn._cuda,
+`torch.library.opcheck` validates it.  On CUDA tensors it runs our kernels (the `_cuda` extension,
 tensors passed through DLPack after .detach(), outputs and split-KV workspace allocated here by
 torch's caching allocator, launched on the current torch stream).  On any other device it runs
 the math backend, a reference implementation that keeps the op usable (and testable) anywhere.
@@ -30,7 +30,8 @@ from typing import Optional
 
 import torch
 
-from . import extension, load_error
+from .extension import extension, load_error
+from .layout import layout_reasons
 
 OP_NAME = "mlx_attn::fwd"
 
@@ -103,7 +104,7 @@ def _bwd_cuda(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left, w
               softcap):
     ext = extension()
     if ext is None:
-        raise RuntimeError(f"mlx_attn CUDA extension mlx_attn._cuda is not available: "
+        raise RuntimeError(f"mlx_attn CUDA extension mlx_attn.backends.cuda._cuda is not available: "
                            f"{load_error()}")
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
@@ -129,18 +130,17 @@ def _bwd_cuda(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left, w
 
 
 def _dense_last(x: torch.Tensor) -> torch.Tensor:
-    """x itself when the kernels can read it (unit last stride, 16-byte granules), else a copy."""
-    ok = (x.stride(-1) == 1 or x.shape[-1] == 1) and x.data_ptr() % 16 == 0 and all(
-        n == 1 or s % 8 == 0 for n, s in zip(x.shape[:-1], x.stride()[:-1]))
-    return x if ok else x.contiguous()
+    """x itself when the kernels can read it in place (layout.py), else a contiguous copy."""
+    return x.contiguous() if layout_reasons("x", x) else x
 
 
 def _bwd_reference(dout, q, k, v, dlse, mask, scale, causal, window_left, window_right, softcap):
     """The kernels' backward formulas (cuda_bridge/.../bwd_math.h) in float32 torch, for
     non-CUDA tensors: a stand-in that keeps the op usable and opcheck-able without a GPU.
 
-    (Autograd through the math backend is not available here: a custom op's implementation
-    runs below the autograd dispatch key.)  K/V are repeated over the group for simplicity.
+    Not the math backend's gradients: autograd does not record below a custom op's autograd
+    key, and torch.func.vjp inside the op fails opcheck's schema test. K/V are repeated over
+    the group for simplicity.
     """
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
@@ -182,7 +182,7 @@ def _bwd_reference(dout, q, k, v, dlse, mask, scale, causal, window_left, window
 def _fwd_cuda(q, k, v, mask, scale, causal, window_left, window_right, softcap, out_blhd):
     ext = extension()
     if ext is None:
-        raise RuntimeError(f"mlx_attn CUDA extension mlx_attn._cuda is not available: "
+        raise RuntimeError(f"mlx_attn CUDA extension mlx_attn.backends.cuda._cuda is not available: "
                            f"{load_error()}")
     B, Hq, Lq, D = q.shape
     Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
@@ -214,12 +214,19 @@ def _fwd_cuda(q, k, v, mask, scale, causal, window_left, window_right, softcap, 
 
 
 def _fwd_reference(q, k, v, mask, scale, causal, window_left, window_right, softcap, out_blhd):
-    # the math backend on the op's own (already bhld) arguments: a sibling backend, called
-    # directly (the op must not call back up into the front end that dispatches to it)
-    from ..backends.math import MathBackend
-    from ..call import AttentionCall
+    ref, lse = _math_forward(q.detach(), k.detach(), v.detach(), mask, scale, causal,
+                             window_left, window_right, softcap)
+    out = _empty_out(q, *q.shape[:3], v.shape[3], out_blhd)
+    out.copy_(ref)
+    return out, lse.contiguous()
 
-    q, k, v = q.detach(), k.detach(), v.detach()
+
+def _math_forward(q, k, v, mask, scale, causal, window_left, window_right, softcap):
+    """The math backend on the op's own (already bhld) arguments: a sibling backend, called
+    directly (the op must not call back up into the front end that dispatches to it)."""
+    from ...call import AttentionCall
+    from ..math import MathBackend
+
     if mask is not None:
         mask = mask.detach()
     (B, Hq, Lq, D), (_, Hkv, Lk, _), Dv = q.shape, k.shape, v.shape[3]
@@ -230,7 +237,4 @@ def _fwd_reference(q, k, v, mask, scale, causal, window_left, window_right, soft
         mask_kind=None if mask is None else "bool" if mask.dtype == torch.bool else "additive",
         window=None if (window_left < 0 and window_right < 0) else (window_left, window_right),
         softcap=softcap if softcap > 0 else None, return_lse=True)
-    ref, lse = MathBackend().forward(call)
-    out = _empty_out(q, B, Hq, Lq, v.shape[3], out_blhd)
-    out.copy_(ref)
-    return out, lse.contiguous()
+    return MathBackend().forward(call)

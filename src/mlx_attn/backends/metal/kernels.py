@@ -15,7 +15,17 @@ import mlx.core as mx
 
 from . import blocks
 
-KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
+
+
+def _shader_dir() -> Path:
+    """The shaders: installed as package data next to this file (wheels), or the clone's top-level
+    metal/ folder when the package runs from its source tree (editable install, PYTHONPATH=src)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "shaders"
+    return installed if installed.is_dir() else here.parents[3] / "metal"
+
+
+KERNEL_DIR = _shader_dir()
 
 # name -> (input names, output names)
 SIGNATURES = {

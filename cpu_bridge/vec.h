@@ -137,13 +137,13 @@ template <int DT> inline void from_f32(void* base, int64_t i, float x) {
   else if constexpr (DT == BF16) static_cast<uint16_t*>(base)[i] = f32_to_bf16(x);
   else static_cast<uint16_t*>(base)[i] = f32_to_f16(x);
 }
-// the output o (float32 when p.o_f32, else the problem's dtype)
+// the output o (float32 when p.out_f32, else the problem's dtype)
 template <int DT> inline void store_o(const Problem& p, int64_t i, float x) {
-  if (p.o_f32) static_cast<float*>(p.o)[i] = x;
+  if (p.out_f32) static_cast<float*>(p.o)[i] = x;
   else from_f32<DT>(p.o, i, x);
 }
 template <int DT> inline float load_o(const Problem& p, int64_t i) {
-  return p.o_f32 ? static_cast<const float*>(p.o)[i] : to_f32<DT>(p.o, i);
+  return p.out_f32 ? static_cast<const float*>(p.o)[i] : to_f32<DT>(p.o, i);
 }
 // n contiguous-or-strided elements to float32, multiplied by `mul`
 template <int DT> inline void convert_row(float* dst, const void* src, int64_t off, int64_t stride,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import functools
 
-from ..call import AttentionCall
-from ..metal.blocks import HEAD_DIMS  # the head dims with a tuned block-size entry (no MLX import)
-from .base import Backend
+from ...call import AttentionCall
+from .blocks import HEAD_DIMS  # the head dims with a tuned block-size entry (no MLX import)
+from ..base import Backend
 
 
 class MetalBackend(Backend):
@@ -29,7 +29,7 @@ class MetalBackend(Backend):
 
     @functools.cached_property
     def kernels(self):
-        from ..metal.kernels import MetalKernels
+        from .kernels import MetalKernels
         return MetalKernels(self.kernel_factory)
 
     def _availability_reasons(self) -> list[str]:
@@ -56,8 +56,8 @@ class MetalBackend(Backend):
 
     def forward(self, call: AttentionCall):
         import mlx.core as mx
-        from ..metal.attention import attention
-        from ..metal.kernels import Config
+        from .attention import attention
+        from .kernels import Config
 
         B, Hq, Lq, Lk = call.B, call.Hq, call.Lq, call.Lk
         if 0 in (B, Hq, Lq, Lk):
@@ -71,8 +71,8 @@ class MetalBackend(Backend):
 
     def forward_varlen(self, call: AttentionCall):
         import mlx.core as mx
-        from ..metal.attention import attention
-        from ..metal.kernels import Config
+        from .attention import attention
+        from .kernels import Config
 
         if 0 in (call.B, call.Hq, call.Lq, call.Lk):
             return _empty(mx, call, (call.Lq, call.Hq, call.Dv), (call.Hq, call.Lq))

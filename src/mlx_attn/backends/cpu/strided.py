@@ -8,7 +8,7 @@ Size-1 dims get stride 0 (broadcast), so masks of any broadcastable shape are re
 """
 from __future__ import annotations
 
-from ..call import MASK_CODES as MASK_KIND  # the kernels' mask kind codes, stated once
+from ...call import MASK_CODES as MASK_KIND  # the kernels' mask kind codes, stated once
 
 DTYPE_CODE = {"float32": 0, "float16": 1, "bfloat16": 2}
 MASK_TYPE = {"bool": 0, "float32": 1, "float16": 2, "bfloat16": 3}
@@ -40,7 +40,7 @@ def window_of(call):
 
 def base_spec(dtype, dims, scale, softcap, causal, window):
     """The kernel's scalar keyword arguments (sizes and options); the caller adds the arrays,
-    o_f32, mask_kind, mask_type and openmp."""
+    out_f32, mask_kind, mask_type and openmp."""
     B, Hq, Hkv, Lq, Lk, D, Dv = dims
     wl, wr = window
     return dict(dtype=DTYPE_CODE[dtype], B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv,
@@ -60,6 +60,6 @@ def dense_forward(kernel, call, q, k, v, out, lse, openmp):
     wl, wr = window_of(call)
     kernel(dtype=DTYPE_CODE[call.dtype], B=call.B, Hq=call.Hq, Hkv=call.Hkv, Lq=call.Lq,
            Lk=call.Lk, D=call.D, Dv=call.Dv, scale=call.scale, softcap=call.softcap or 0.0,
-           causal=call.causal, wl=wl, wr=wr, q=q, k=k, v=v, o=out, o_f32=False, lse=lse,
+           causal=call.causal, wl=wl, wr=wr, q=q, k=k, v=v, o=out, out_f32=False, lse=lse,
            mask=None, mask_kind=MASK_KIND[None], mask_type=0, cu_q=None, cu_k=None,
            openmp=openmp)
