@@ -56,11 +56,11 @@ def cpp_source(ks: KernelSource, label: str) -> str:
         '#include "msl_shim.h"\n'
         f"{body}\n"
         '#line 1 "msl_emulator.glue"\n'
-        "static void __msl_thread(const msl_thread_info* __ti, const msl_buffer* __b) {\n"
+        "static void __msl_thread(const simt_thread_info* __ti, const simt_buffer* __b, void*) {\n"
         "  (void)__ti; (void)__b;\n"
         f"  {call}(\n      {arglist});\n"
         "}\n"
-        'extern "C" msl_kernel_fn msl_kernel_entry(void) { return &__msl_thread; }\n'
+        'extern "C" simt_kernel_fn msl_kernel_entry(void) { return &__msl_thread; }\n'
     )
 
 

@@ -14,7 +14,7 @@ import os
 import threading
 from dataclasses import dataclass, replace
 
-SCHEDULES = {"forward": 0, "reverse": 1, "random": 2}
+from simt_runtime import SCHEDULES  # the runtime's schedule codes (re-exported)
 
 # Apple GPU limits the emulator enforces.
 THREADGROUP_MEMORY_LIMIT = 32768

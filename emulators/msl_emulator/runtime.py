@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import simt_runtime
+
 from . import compiler, options
 from .errors import MetalEmulatorError
 from .signature import TYPE_STRINGS, Param, dtype_name
@@ -17,20 +19,6 @@ _NP_DTYPES = {
     "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
 }
 _FLOATS = {"float32", "float16", "bfloat16"}
-
-
-class MslBuffer(ctypes.Structure):
-    _fields_ = [("ptr", ctypes.c_void_p), ("lo", ctypes.c_void_p), ("hi", ctypes.c_void_p),
-                ("name", ctypes.c_char_p), ("type", ctypes.c_char_p), ("is_const", ctypes.c_int32),
-                ("elem_size", ctypes.c_int32)]
-
-
-class MslLaunch(ctypes.Structure):
-    _fields_ = [("fn", ctypes.c_void_p), ("bufs", ctypes.POINTER(MslBuffer)), ("nbufs", ctypes.c_int32),
-                ("grid", ctypes.c_uint32 * 3), ("threadgroup", ctypes.c_uint32 * 3),
-                ("nworkers", ctypes.c_int32), ("schedule", ctypes.c_int32), ("seed", ctypes.c_uint64),
-                ("tg_mem_limit", ctypes.c_int32), ("stack_kb", ctypes.c_int32), ("max_threads", ctypes.c_int32),
-                ("kernel_name", ctypes.c_char_p), ("err", ctypes.c_void_p), ("errlen", ctypes.c_int32)]
 
 
 def np_dtype(name: str):
@@ -120,7 +108,7 @@ def launch(fn_addr: int, kernel_label: str, params: list[Param], inputs: list[In
             mem.view(np.uint8, nbytes)[:] = 0xFF if name in _FLOATS else 0xA5
         outs.append((mem, count, name, tuple(int(s) for s in shape)))
 
-    bufs = (MslBuffer * max(1, len(params)))()
+    bufs = (simt_runtime.SimtBuffer * max(1, len(params)))()
     for i, p in enumerate(params):
         b = bufs[i]
         b.name = p.name.encode()
@@ -149,8 +137,8 @@ def launch(fn_addr: int, kernel_label: str, params: list[Param], inputs: list[In
         b.ptr, b.lo, b.hi = mem.addr, mem.addr, mem.addr + mem.nbytes
 
     opts = options.current()
-    err = ctypes.create_string_buffer(8192)
-    L = MslLaunch()
+    names = simt_runtime.op_names(compiler.OP_NAMES)
+    L = simt_runtime.SimtLaunch()
     L.fn = fn_addr
     L.bufs = bufs
     L.nbufs = len(params)
@@ -164,15 +152,17 @@ def launch(fn_addr: int, kernel_label: str, params: list[Param], inputs: list[In
     L.tg_mem_limit = options.THREADGROUP_MEMORY_LIMIT
     L.stack_kb = opts.stack_kb
     L.max_threads = options.MAX_THREADS_PER_THREADGROUP
+    L.dialect = simt_runtime.MSL
     L.kernel_name = kernel_label.encode()
-    L.err = ctypes.addressof(err)
-    L.errlen = len(err)
-    rc = compiler.runtime().msl_rt_launch(ctypes.addressof(L))
+    L.op_names = names
+    L.n_op_names = len(compiler.OP_NAMES)
+    compiler.runtime()
+    rc, message = simt_runtime.launch(L)
     del keep
     if rc == 2:
-        raise ValueError(err.value.decode(errors="replace"))
+        raise ValueError(message)
     if rc != 0:
-        raise MetalEmulatorError(err.value.decode(errors="replace"))
+        raise MetalEmulatorError(message)
 
     results = []
     for mem, count, name, shape in outs:

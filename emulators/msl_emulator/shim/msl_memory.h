@@ -15,12 +15,12 @@ template <class T> struct dptr<const T> {
   const T* p;
   const char* lo;
   const char* hi;
-  const msl_buffer* buf;
+  const simt_buffer* buf;
 
   dptr() : p(nullptr), lo(nullptr), hi(nullptr), buf(nullptr) {}
   dptr(decltype(nullptr)) : dptr() {}
-  explicit dptr(const msl_buffer* b) : p((const T*)b->ptr), lo(b->lo), hi(b->hi), buf(b) {}
-  dptr(const T* p_, const char* lo_, const char* hi_, const msl_buffer* b_)
+  explicit dptr(const simt_buffer* b) : p((const T*)b->ptr), lo(b->lo), hi(b->hi), buf(b) {}
+  dptr(const T* p_, const char* lo_, const char* hi_, const simt_buffer* b_)
       : p(p_), lo(lo_), hi(hi_), buf(b_) {}
   template <size_t N>  // program-scope `constant T name[N]` arrays
   dptr(const T (&arr)[N]) : p(arr), lo((const char*)arr), hi((const char*)(arr + N)), buf(nullptr) {}
@@ -35,9 +35,9 @@ template <class T> struct dptr<const T> {
   }
   __attribute__((noinline, noreturn)) void fail(const T* q) const {
     const char* c = (const char*)q;
-    if (lo == nullptr && hi == nullptr) msl_rt_fail("dereference of a null device/constant pointer");
-    if (c < lo || c + sizeof(T) > hi) msl_rt_oob(buf, lo, hi, q, (int)sizeof(T), 1);
-    msl_rt_misaligned(buf, q, (int)alignof(T));
+    if (lo == nullptr && hi == nullptr) simt_rt_fail("dereference of a null device/constant pointer");
+    if (c < lo || c + sizeof(T) > hi) simt_rt_oob(buf, lo, hi, q, (int)sizeof(T), 1);
+    simt_rt_misaligned(buf, q, (int)alignof(T));
   }
   const T& operator[](ptrdiff_t i) const { return *check(p + i); }
   const T& operator*() const { return *check(p); }
@@ -69,8 +69,8 @@ template <class T> struct dptr : dptr<const T> {
   typedef dptr<const T> base;
   dptr() = default;
   dptr(decltype(nullptr)) : base() {}
-  explicit dptr(const msl_buffer* b) : base(b) {}
-  dptr(T* p_, const char* lo_, const char* hi_, const msl_buffer* b_) : base(p_, lo_, hi_, b_) {}
+  explicit dptr(const simt_buffer* b) : base(b) {}
+  dptr(T* p_, const char* lo_, const char* hi_, const simt_buffer* b_) : base(p_, lo_, hi_, b_) {}
   template <class U> explicit dptr(const dptr<U>& o) : base(o) {}
 
   T* check(const T* q) const {
@@ -80,9 +80,9 @@ template <class T> struct dptr : dptr<const T> {
   }
   __attribute__((noinline, noreturn)) void failw(const T* q) const {
     const char* c = (const char*)q;
-    if (this->lo == nullptr && this->hi == nullptr) msl_rt_fail("dereference of a null device pointer");
-    if (c < this->lo || c + sizeof(T) > this->hi) msl_rt_oob(this->buf, this->lo, this->hi, q, (int)sizeof(T), 0);
-    msl_rt_misaligned(this->buf, q, (int)alignof(T));
+    if (this->lo == nullptr && this->hi == nullptr) simt_rt_fail("dereference of a null device pointer");
+    if (c < this->lo || c + sizeof(T) > this->hi) simt_rt_oob(this->buf, this->lo, this->hi, q, (int)sizeof(T), 0);
+    simt_rt_misaligned(this->buf, q, (int)alignof(T));
   }
   T& operator[](ptrdiff_t i) const { return *check(this->p + i); }
   T& operator*() const { return *check(this->p); }
@@ -108,7 +108,7 @@ template <class T> inline const T* elem_ptr(const dptr<const T>& p, ptrdiff_t i)
 // `threadgroup T name[N]...;` in kernel code becomes a reference to storage
 // shared by the whole threadgroup (see translate.py).
 template <class A> inline A& tg_var(int slot, const char* name) {
-  return *reinterpret_cast<A*>(msl_rt_tg_alloc(slot, sizeof(A), alignof(A), name));
+  return *reinterpret_cast<A*>(simt_rt_shared_alloc(slot, sizeof(A), alignof(A), name));
 }
 
 template <class T> struct ident { typedef T type; };
@@ -124,11 +124,11 @@ enum class mem_flags : unsigned {
 inline mem_flags operator|(mem_flags a, mem_flags b) { return mem_flags((unsigned)a | (unsigned)b); }
 
 inline void threadgroup_barrier(mem_flags, int line = __builtin_LINE(), const char* file = __builtin_FILE()) {
-  msl_rt_threadgroup_barrier(line, file);
+  simt_rt_barrier(line, file);
 }
 inline void simdgroup_barrier(mem_flags, int line = __builtin_LINE(), const char* file = __builtin_FILE()) {
   uint32_t active; int lane;
-  msl_rt_simd_exchange(nullptr, 0, MSL_OP_simdgroup_barrier, line, file, &active, &lane);
+  simt_rt_exchange(nullptr, 0, MSL_OP_simdgroup_barrier, line, file, &active, &lane);
 }
 
 // ---------------------------------------------------------------- atomics

@@ -12,15 +12,15 @@ template <class T> struct simd_view {
   const unsigned char* d;
   uint32_t active;
   int lane;
-  bool on(int l) const { return l >= 0 && l < MSL_SIMD_WIDTH && ((active >> l) & 1u); }
-  T get(int l) const { T v; __builtin_memcpy((void*)&v, d + l * MSL_SIMD_SLOT_BYTES, sizeof(T)); return v; }
+  bool on(int l) const { return l >= 0 && l < SIMT_WARP && ((active >> l) & 1u); }
+  T get(int l) const { T v; __builtin_memcpy((void*)&v, d + l * SIMT_SLOT_BYTES, sizeof(T)); return v; }
 };
 
 template <class T> inline simd_view<T> xchg(const T& v, int op, int line, const char* file) {
-  static_assert(sizeof(T) <= MSL_SIMD_SLOT_BYTES, "value too large for a SIMD-group function");
+  static_assert(sizeof(T) <= SIMT_SLOT_BYTES, "value too large for a SIMD-group function");
   static_assert(std::is_trivially_copyable<T>::value, "SIMD-group functions need trivially copyable values");
   simd_view<T> s;
-  s.d = msl_rt_simd_exchange(&v, (int)sizeof(T), op, line, file, &s.active, &s.lane);
+  s.d = simt_rt_exchange(&v, (int)sizeof(T), op, line, file, &s.active, &s.lane);
   return s;
 }
 
@@ -34,12 +34,12 @@ template <class T> inline T read_lane(const simd_view<T>& s, int l) { return s.o
 // inactive lanes contribute nothing.
 template <class T, class F> inline T reduce(const simd_view<T>& s, int width, F f) {
   int base = s.lane & ~(width - 1);
-  T v[MSL_SIMD_WIDTH];
-  bool on[MSL_SIMD_WIDTH];
+  T v[SIMT_WARP];
+  bool on[SIMT_WARP];
   for (int l = 0; l < width; ++l) { on[l] = s.on(base + l); if (on[l]) v[l] = s.get(base + l); }
   for (int off = width / 2; off >= 1; off >>= 1) {
-    T nv[MSL_SIMD_WIDTH];
-    bool non[MSL_SIMD_WIDTH];
+    T nv[SIMT_WARP];
+    bool non[SIMT_WARP];
     for (int l = 0; l < width; ++l) {
       int o = l ^ off;
       if (on[l] && on[o]) nv[l] = (l < o) ? f(v[l], v[o]) : f(v[o], v[l]);
@@ -104,27 +104,27 @@ template <class T> inline T simd_shuffle_xor(T x, ushort mask, MSL_LINE) {
 // The upper `delta` lanes keep their own value (no wrap-around), as specified.
 template <class T> inline T simd_shuffle_down(T x, ushort delta, MSL_LINE) {
   auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_down), line, file);
-  int src = s.lane + delta; return src >= MSL_SIMD_WIDTH ? x : msl_emu::read_lane(s, src); }
+  int src = s.lane + delta; return src >= SIMT_WARP ? x : msl_emu::read_lane(s, src); }
 template <class T> inline T simd_shuffle_up(T x, ushort delta, MSL_LINE) {
   auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_up), line, file);
   int src = s.lane - (int)delta; return src < 0 ? x : msl_emu::read_lane(s, src); }
 template <class T> inline T simd_shuffle_rotate_down(T x, ushort delta, MSL_LINE) {
   auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_rotate_down), line, file);
-  return msl_emu::read_lane(s, (s.lane + delta) % MSL_SIMD_WIDTH); }
+  return msl_emu::read_lane(s, (s.lane + delta) % SIMT_WARP); }
 template <class T> inline T simd_shuffle_rotate_up(T x, ushort delta, MSL_LINE) {
   auto s = msl_emu::xchg(x, MSL_OP(simd_shuffle_rotate_up), line, file);
-  return msl_emu::read_lane(s, ((s.lane - (int)delta) % MSL_SIMD_WIDTH + MSL_SIMD_WIDTH) % MSL_SIMD_WIDTH); }
+  return msl_emu::read_lane(s, ((s.lane - (int)delta) % SIMT_WARP + SIMT_WARP) % SIMT_WARP); }
 template <class T> inline T simd_shuffle_and_fill_down(T x, T fill, ushort delta, MSL_LINE) {
   struct P { T a, b; } p{x, fill};
   auto s = msl_emu::xchg(p, MSL_OP(simd_shuffle_and_fill_down), line, file);
   int src = s.lane + delta;
-  P q = msl_emu::read_lane(s, src % MSL_SIMD_WIDTH);
-  return src < MSL_SIMD_WIDTH ? q.a : q.b; }
+  P q = msl_emu::read_lane(s, src % SIMT_WARP);
+  return src < SIMT_WARP ? q.a : q.b; }
 template <class T> inline T simd_shuffle_and_fill_up(T x, T fill, ushort delta, MSL_LINE) {
   struct P { T a, b; } p{x, fill};
   auto s = msl_emu::xchg(p, MSL_OP(simd_shuffle_and_fill_up), line, file);
   int src = s.lane - (int)delta;
-  P q = msl_emu::read_lane(s, (src + MSL_SIMD_WIDTH) % MSL_SIMD_WIDTH);
+  P q = msl_emu::read_lane(s, (src + SIMT_WARP) % SIMT_WARP);
   return src >= 0 ? q.a : q.b; }
 template <class T> inline T simd_broadcast_first(T x, MSL_LINE) {
   auto s = msl_emu::xchg(x, MSL_OP(simd_broadcast_first), line, file);
@@ -140,14 +140,14 @@ struct simd_vote {
 };
 inline simd_vote simd_ballot(bool c, MSL_LINE) {
   auto s = msl_emu::xchg(c, MSL_OP(simd_ballot), line, file);
-  uint64_t v = 0; for (int l = 0; l < MSL_SIMD_WIDTH; ++l) if (s.on(l) && s.get(l)) v |= 1ull << l;
+  uint64_t v = 0; for (int l = 0; l < SIMT_WARP; ++l) if (s.on(l) && s.get(l)) v |= 1ull << l;
   return simd_vote(v, s.active); }
 inline bool simd_all(bool c, MSL_LINE) {
   auto s = msl_emu::xchg(c, MSL_OP(simd_all), line, file);
-  for (int l = 0; l < MSL_SIMD_WIDTH; ++l) if (s.on(l) && !s.get(l)) return false; return true; }
+  for (int l = 0; l < SIMT_WARP; ++l) if (s.on(l) && !s.get(l)) return false; return true; }
 inline bool simd_any(bool c, MSL_LINE) {
   auto s = msl_emu::xchg(c, MSL_OP(simd_any), line, file);
-  for (int l = 0; l < MSL_SIMD_WIDTH; ++l) if (s.on(l) && s.get(l)) return true; return false; }
+  for (int l = 0; l < SIMT_WARP; ++l) if (s.on(l) && s.get(l)) return true; return false; }
 inline bool simd_is_first(MSL_LINE) {
   auto s = msl_emu::xchg(0, MSL_OP(simd_is_first), line, file); return s.lane == __builtin_ctz(s.active); }
 
@@ -182,7 +182,7 @@ template <class T, int Cols, int Rows> struct simdgroup_matrix {
   simdgroup_matrix() = default;
   // Diagonal matrix with `d` on the diagonal (MSL constructor semantics).
   simdgroup_matrix(T d) {
-    int r, c; msl_emu::lane_coord(msl_rt_lane(), r, c);
+    int r, c; msl_emu::lane_coord(simt_rt_lane(), r, c);
     _e = vec<T, 2>(r == c ? d : T(0), r == c + 1 ? d : T(0));
   }
   vec<T, 2>& thread_elements() { return _e; }
@@ -198,7 +198,7 @@ template <class T, int C, int R> inline simdgroup_matrix<T, C, R> make_filled_si
 namespace detail {
 inline void check_origin(const vec<ulong, 2>& o, bool transpose) {
   if (transpose && (o.x != 0 || o.y != 0))
-    msl_rt_fail("simdgroup_load/store with transpose_matrix=true and a non-zero matrix_origin is not "
+    simt_rt_fail("simdgroup_load/store with transpose_matrix=true and a non-zero matrix_origin is not "
                 "emulated (offset the pointer instead)");
 }
 }  // namespace detail
@@ -242,9 +242,9 @@ inline void simdgroup_multiply_accumulate(simdgroup_matrix<TD, 8, 8>& d, const s
                                           MSL_LINE) {
   struct P { vec<TA, 2> a; vec<TB, 2> b; vec<TC, 2> c; } p{a._e, b._e, c._e};
   auto s = msl_emu::xchg(p, MSL_OP(simdgroup_multiply_accumulate), line, file);
-  if (s.active != 0xFFFFFFFFu) msl_rt_fail("simdgroup_multiply_accumulate needs all 32 lanes of the simdgroup");
+  if (s.active != 0xFFFFFFFFu) simt_rt_fail("simdgroup_multiply_accumulate needs all 32 lanes of the simdgroup");
   float A[8][8], B[8][8], Cm[8][8];
-  for (int l = 0; l < MSL_SIMD_WIDTH; ++l) {
+  for (int l = 0; l < SIMT_WARP; ++l) {
     P q = s.get(l); int r, col; msl_emu::lane_coord(l, r, col);
     for (int j = 0; j < 2; ++j) { A[r][col + j] = (float)q.a[j]; B[r][col + j] = (float)q.b[j]; Cm[r][col + j] = (float)q.c[j]; }
   }

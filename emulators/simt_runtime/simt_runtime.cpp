@@ -1,8 +1,8 @@
-// MSL emulator runtime: runs a compiled kernel over a grid. Every thread of a
-// threadgroup is a cooperative fiber; fibers switch only at barriers and
-// SIMD-group functions. Threadgroups are spread over a few OS threads.
-// Built once per shim version into a shared library loaded with RTLD_GLOBAL.
-#include "msl_abi.h"
+// SIMT runtime: runs a compiled kernel over a grid for the emulators' front ends (MSL, CUDA).
+// Every thread of a block (threadgroup) is a cooperative fiber; fibers switch only at barriers
+// and warp (SIMD-group) collectives. Blocks are spread over a few OS threads. Built once per
+// runtime version into a shared library loaded with RTLD_GLOBAL.
+#include "simt_abi.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -20,8 +20,8 @@
 #include <thread>
 #include <vector>
 
-#if !defined(__x86_64__) || defined(MSL_EMU_UCONTEXT)
-#define MSL_USE_UCONTEXT 1
+#if !defined(__x86_64__) || defined(SIMT_EMU_UCONTEXT)
+#define SIMT_USE_UCONTEXT 1
 #include <ucontext.h>
 #endif
 
@@ -41,8 +41,9 @@ struct Fiber {
   const char* wait_file;
   int sg, lane;
   uint32_t tid;
-  msl_thread_info info;
-#ifdef MSL_USE_UCONTEXT
+  simt_thread_info info;
+  void* state_slot;  // the front end's per-thread state (simt_rt_thread_state)
+#ifdef SIMT_USE_UCONTEXT
   ucontext_t uc;
 #endif
 };
@@ -50,14 +51,14 @@ struct Fiber {
 struct SimdGroup {
   int live, arrived, at_barrier, gen;
   uint32_t arrived_mask;
-  uint32_t lane_masks[2][MSL_SIMD_WIDTH];
-  alignas(64) unsigned char data[2][MSL_SIMD_WIDTH][MSL_SIMD_SLOT_BYTES];
+  uint32_t lane_masks[2][SIMT_WARP];
+  alignas(64) unsigned char data[2][SIMT_WARP][SIMT_SLOT_BYTES];
 };
 
 struct Slot { long off, size; const char* name; long gen; };
 
 struct Shared {
-  const msl_launch* L;
+  const simt_launch* L;
   std::atomic<long> next{0};
   std::atomic<bool> stop{false};
   std::mutex m;
@@ -67,7 +68,7 @@ struct Shared {
 
 struct Worker {
   Shared* sh = nullptr;
-  const msl_launch* L = nullptr;
+  const simt_launch* L = nullptr;
   std::vector<Fiber> fibers;
   std::vector<SimdGroup> sgs;
   char* stack_mem = nullptr;
@@ -83,7 +84,7 @@ struct Worker {
   std::vector<int> order;
   uint64_t rng = 0;
   void* sched_sp = nullptr;
-#ifdef MSL_USE_UCONTEXT
+#ifdef SIMT_USE_UCONTEXT
   ucontext_t sched_uc;
 #endif
   Fiber* cur = nullptr;
@@ -97,7 +98,7 @@ struct sigaction g_old_segv, g_old_bus, g_old_fpe;  // handlers to restore / cha
 
 }  // namespace
 
-#include "msl_fiber_switch.h"
+#include "simt_fiber_switch.h"
 
 // ------------------------------------------------------------------ messages
 static std::string fmt(const char* f, ...) {
@@ -109,13 +110,15 @@ static std::string fmt(const char* f, ...) {
   return buf;
 }
 
-static const char* op_name(int op) {
-  static const char* names[] = {
-#define MSL_OP_NAME(n) #n,
-      MSL_SIMD_OPS(MSL_OP_NAME)
-#undef MSL_OP_NAME
-  };
-  return (op >= 0 && op < MSL_OP_COUNT) ? names[op] : "?";
+// The front end's words for its barrier, block, shared memory and collectives.
+struct Words { const char *barrier, *block, *shared, *shared_array, *collective; };
+static const Words kWords[2] = {
+    {"threadgroup_barrier", "threadgroup", "threadgroup memory", "threadgroup array", "SIMD-group function"},
+    {"__syncthreads", "block", "shared memory", "__shared__ array", "warp collective"}};
+static const Words& words(const Worker* w) { return kWords[w->L->dialect == SIMT_CUDA ? 1 : 0]; }
+
+static const char* op_name(const simt_launch* L, int op) {
+  return (op >= 0 && op < L->n_op_names && L->op_names) ? L->op_names[op] : "?";
 }
 
 // "source line 4" / "header line 2": the kernel source carries #line markers.
@@ -131,13 +134,16 @@ static bool same_site(const char* f1, int l1, const char* f2, int l2) {
 static std::string pos3(const uint32_t* p) { return fmt("(%u,%u,%u)", p[0], p[1], p[2]); }
 
 static std::string where(const Worker* w, const Fiber* f) {
-  const msl_thread_info& i = f->info;
+  const simt_thread_info& i = f->info;
+  if (w->L->dialect == SIMT_CUDA)
+    return fmt("blockIdx=%s threadIdx=%s (warp %u lane %u)", pos3(i.threadgroup_position_in_grid).c_str(),
+               pos3(i.thread_position_in_threadgroup).c_str(), i.simdgroup_index_in_threadgroup,
+               i.thread_index_in_simdgroup);
   return fmt("threadgroup_position_in_grid=%s thread_position_in_threadgroup=%s "
              "(thread_position_in_grid=%s, thread_index_in_threadgroup=%u, simdgroup %u lane %u)",
              pos3(i.threadgroup_position_in_grid).c_str(), pos3(i.thread_position_in_threadgroup).c_str(),
              pos3(i.thread_position_in_grid).c_str(), i.thread_index_in_threadgroup,
              i.simdgroup_index_in_threadgroup, i.thread_index_in_simdgroup);
-  (void)w;
 }
 
 // Lists thread_position_in_threadgroup of the fibers matching `pred`.
@@ -164,7 +170,7 @@ static void report(Worker* w, Fiber* f, const std::string& what) {
 __attribute__((noreturn)) static void fail_here(const std::string& what) {
   Worker* w = tl_w;
   if (!w || !w->cur) {
-    fprintf(stderr, "msl_emulator: %s (outside of a kernel thread)\n", what.c_str());
+    fprintf(stderr, "simt runtime: %s (outside of a kernel thread)\n", what.c_str());
     abort();
   }
   Fiber* f = w->cur;
@@ -184,7 +190,7 @@ __attribute__((noreturn)) static void fail_here(const std::string& what) {
 static void resolve_simd(Worker* w, SimdGroup& s, int sgi) {
   if (s.arrived == 0 || s.arrived + s.at_barrier < s.live) return;
   uint32_t pending = s.arrived_mask;
-  Fiber* lanes = &w->fibers[(size_t)sgi * MSL_SIMD_WIDTH];
+  Fiber* lanes = &w->fibers[(size_t)sgi * SIMT_WARP];
   while (pending) {
     const Fiber& lead = lanes[__builtin_ctz(pending)];
     uint32_t group = 0;
@@ -205,7 +211,7 @@ static void resolve_simd(Worker* w, SimdGroup& s, int sgi) {
   s.arrived_mask = 0;
 }
 
-extern "C" const unsigned char* msl_rt_simd_exchange(const void* value, int nbytes, int op, int line,
+extern "C" const unsigned char* simt_rt_exchange(const void* value, int nbytes, int op, int line,
                                                      const char* file, uint32_t* active, int* lane) {
   Worker* w = tl_w;
   Fiber* f = w->cur;
@@ -226,21 +232,21 @@ extern "C" const unsigned char* msl_rt_simd_exchange(const void* value, int nbyt
   return &s.data[g & 1][0][0];
 }
 
-extern "C" void msl_rt_threadgroup_barrier(int line, const char* file) {
+extern "C" void simt_rt_barrier(int line, const char* file) {
   Worker* w = tl_w;
   Fiber* f = w->cur;
   if (w->exited > 0)
-    fail_here(fmt("threadgroup_barrier (%s) is not reached by every thread of the threadgroup: threads %s "
+    fail_here(fmt("%s (%s) is not reached by every thread of the %s: threads %s "
                   "already returned (a barrier in divergent control flow deadlocks or is undefined on the GPU)",
-                  site(file, line).c_str(), thread_list(w, [](const Fiber& x) { return x.state == F_DONE; }).c_str()));
+                  words(w).barrier, site(file, line).c_str(), words(w).block, thread_list(w, [](const Fiber& x) { return x.state == F_DONE; }).c_str()));
   if (w->arrived == 0) {
     w->barrier_line = line;
     w->barrier_file = file;
     w->barrier_first = (int)f->tid;
   } else if (!same_site(file, line, w->barrier_file, w->barrier_line)) {
-    fail_here(fmt("divergent threadgroup barriers: threads %s wait at the threadgroup_barrier on %s but this "
-                  "thread reached the one on %s",
-                  thread_list(w, [](const Fiber& x) { return x.state == F_BARRIER; }).c_str(),
+    fail_here(fmt("divergent %s barriers: threads %s wait at the %s on %s but this "
+                  "thread reached the one on %s", words(w).block,
+                  thread_list(w, [](const Fiber& x) { return x.state == F_BARRIER; }).c_str(), words(w).barrier,
                   site(w->barrier_file, w->barrier_line).c_str(), site(file, line).c_str()));
   }
   w->arrived++;
@@ -267,24 +273,26 @@ static void on_thread_exit(Worker* w, Fiber* f) {
   s.live--;
   f->state = F_DONE;
   if (w->arrived > 0)
-    fail_here(fmt("thread returned without reaching the threadgroup_barrier (%s) that threads %s wait at "
-                  "(divergent barrier: this deadlocks or is undefined on the GPU)",
+    fail_here(fmt("thread returned without reaching the %s (%s) that threads %s wait at "
+                  "(divergent barrier: this deadlocks or is undefined on the GPU)", words(w).barrier,
                   site(w->barrier_file, w->barrier_line).c_str(), thread_list(w, [](const Fiber& x) { return x.state == F_BARRIER; }).c_str()));
   resolve_simd(w, s, f->sg);
 }
 
-extern "C" void msl_fiber_main(Fiber* f) {
+extern "C" void simt_fiber_main(Fiber* f) {
   Worker* w = tl_w;
-  w->L->fn(&f->info, w->L->bufs);
+  w->L->fn(&f->info, w->L->bufs, w->L->args);
   on_thread_exit(w, f);
+  if (w->L->thread_exit && f->state_slot) w->L->thread_exit(f->state_slot);
+  f->state_slot = nullptr;
   to_scheduler(w, f);
   __builtin_trap();
 }
 
-// ------------------------------------------------------------------ threadgroup memory
-extern "C" void* msl_rt_tg_alloc(int slot, size_t size, size_t align, const char* name) {
+// ------------------------------------------------------------------ block-shared memory
+extern "C" void* simt_rt_shared_alloc(int slot, size_t size, size_t align, const char* name) {
   Worker* w = tl_w;
-  if (slot < 0 || slot >= kMaxSlots) fail_here("too many threadgroup variables");
+  if (slot < 0 || slot >= kMaxSlots) fail_here(fmt("too many %s variables", words(w).block));
   Slot& sl = w->slots[slot];
   if (sl.gen == w->slot_gen) return w->arena + sl.off;
   long a = (long)std::max<size_t>(align, 16);
@@ -295,17 +303,23 @@ extern "C" void* msl_rt_tg_alloc(int slot, size_t size, size_t align, const char
     for (int i = 0; i < kMaxSlots; ++i)
       if (w->slots[i].gen == w->slot_gen) list += fmt("%s'%s' %ld B", list.empty() ? "" : ", ", w->slots[i].name, w->slots[i].size);
     list += fmt("%s'%s' %zu B", list.empty() ? "" : ", ", name, size);
-    fail_here(fmt("threadgroup memory exceeds the %d-byte limit: %ld bytes declared (%s)", w->L->tg_mem_limit,
+    fail_here(fmt("%s exceeds the %d-byte limit: %ld bytes declared (%s)", words(w).shared, w->L->tg_mem_limit,
                   w->tg_bytes, list.c_str()));
   }
   memset(w->arena + w->arena_used, kCanaryByte, (size_t)(off - w->arena_used));
-  memset(w->arena + off, 0xFF, size);  // uninitialised threadgroup memory reads as NaN / -1
+  memset(w->arena + off, 0xFF, size);  // uninitialised shared memory reads as NaN / -1
   memset(w->arena + off + size, kCanaryByte, kCanary);
   w->canaries.push_back({w->arena_used, off - w->arena_used});
   w->canaries.push_back({off + (long)size, kCanary});
   w->arena_used = off + (long)size + kCanary;
   sl = Slot{off, (long)size, name, w->slot_gen};
   return w->arena + off;
+}
+
+extern "C" unsigned char* simt_rt_shared_arena(size_t* used) {
+  Worker* w = tl_w;
+  if (used) *used = (size_t)w->arena_used;
+  return w->arena;
 }
 
 static void check_canaries(Worker* w, Fiber* f) {
@@ -318,20 +332,20 @@ static void check_canaries(Worker* w, Fiber* f) {
         const Slot& sl = w->slots[s];
         if (sl.gen != w->slot_gen) continue;
         if (addr >= sl.off + sl.size && addr < sl.off + sl.size + kCanary)
-          near = fmt("past the end of threadgroup array '%s' (%ld bytes)", sl.name, sl.size);
+          near = fmt("past the end of %s '%s' (%ld bytes)", words(w).shared_array, sl.name, sl.size);
         else if (addr < sl.off && addr >= sl.off - kCanary)
-          near = fmt("before the start of threadgroup array '%s'", sl.name);
+          near = fmt("before the start of %s '%s'", words(w).shared_array, sl.name);
       }
-      report(w, f, "out-of-bounds write to threadgroup memory " + near +
-                       " (detected after this thread ran; the write happened since its previous barrier or "
-                       "SIMD-group function)");
+      report(w, f, fmt("out-of-bounds write to %s ", words(w).shared) + near +
+                       fmt(" (detected after this thread ran; the write happened since its previous barrier or "
+                           "%s)", words(w).collective));
       return;
     }
   }
 }
 
 // ------------------------------------------------------------------ device buffers
-extern "C" void msl_rt_oob(const msl_buffer* b, const void* lo, const void* hi, const void* addr, int nbytes,
+extern "C" void simt_rt_oob(const simt_buffer* b, const void* lo, const void* hi, const void* addr, int nbytes,
                            int is_const) {
   long off = (long)((const char*)addr - (const char*)(b ? b->ptr : lo));
   long size = (long)((const char*)hi - (const char*)lo);
@@ -343,15 +357,17 @@ extern "C" void msl_rt_oob(const msl_buffer* b, const void* lo, const void* hi, 
                 kind, bname.c_str(), nbytes, off, off / elem, size, size / elem));
 }
 
-extern "C" void msl_rt_misaligned(const msl_buffer* b, const void* addr, int align) {
+extern "C" void simt_rt_misaligned(const simt_buffer* b, const void* addr, int align) {
   fail_here(fmt("misaligned access to device buffer '%s': address %% %d == %d (a vector pointer cast needs an "
                 "aligned address)",
                 b ? b->name : "?", align, (int)((uintptr_t)addr % (uintptr_t)align)));
 }
 
-extern "C" void msl_rt_fail(const char* what) { fail_here(what); }
-extern "C" int msl_rt_lane(void) { return tl_w->cur->lane; }
-extern "C" int msl_rt_abi_version(void) { return MSL_ABI_VERSION; }
+extern "C" void simt_rt_fail(const char* what) { fail_here(what); }
+extern "C" int simt_rt_lane(void) { return tl_w->cur->lane; }
+extern "C" const simt_thread_info* simt_rt_thread(void) { return &tl_w->cur->info; }
+extern "C" void** simt_rt_thread_state(void) { return &tl_w->cur->state_slot; }
+extern "C" int simt_rt_abi_version(void) { return SIMT_ABI_VERSION; }
 
 // ------------------------------------------------------------------ faults
 static void on_fault(int sig, siginfo_t* si, void* ctx) {
@@ -381,7 +397,7 @@ static uint64_t next_rand(uint64_t& s) {
 }
 
 static void setup_tg(Worker* w, long t) {
-  const msl_launch* L = w->L;
+  const simt_launch* L = w->L;
   uint32_t ntg[3], dims[3];
   for (int d = 0; d < 3; ++d) ntg[d] = (L->grid[d] + L->threadgroup[d] - 1) / L->threadgroup[d];
   w->tgpos[0] = (uint32_t)(t % ntg[0]);
@@ -393,16 +409,16 @@ static void setup_tg(Worker* w, long t) {
   w->n = w->live = n;
   w->exited = w->arrived = 0;
   w->barrier_line = -1;
-  int nsg = (n + MSL_SIMD_WIDTH - 1) / MSL_SIMD_WIDTH;
+  int nsg = (n + SIMT_WARP - 1) / SIMT_WARP;
   for (int s = 0; s < nsg; ++s) {
     SimdGroup& g = w->sgs[s];
-    g.live = std::min(MSL_SIMD_WIDTH, n - s * MSL_SIMD_WIDTH);
+    g.live = std::min(SIMT_WARP, n - s * SIMT_WARP);
     g.arrived = g.at_barrier = g.gen = 0;
     g.arrived_mask = 0;
   }
   for (int i = 0; i < n; ++i) {
     Fiber& f = w->fibers[i];
-    msl_thread_info& in = f.info;
+    simt_thread_info& in = f.info;
     uint32_t p[3] = {(uint32_t)(i % dims[0]), (uint32_t)((i / dims[0]) % dims[1]), (uint32_t)(i / (dims[0] * dims[1]))};
     for (int d = 0; d < 3; ++d) {
       in.thread_position_in_threadgroup[d] = p[d];
@@ -416,20 +432,22 @@ static void setup_tg(Worker* w, long t) {
       in.grid_size[d] = L->grid[d];
     }
     in.thread_index_in_threadgroup = (uint32_t)i;
-    in.thread_index_in_simdgroup = (uint32_t)(i % MSL_SIMD_WIDTH);
-    in.simdgroup_index_in_threadgroup = (uint32_t)(i / MSL_SIMD_WIDTH);
+    in.thread_index_in_simdgroup = (uint32_t)(i % SIMT_WARP);
+    in.simdgroup_index_in_threadgroup = (uint32_t)(i / SIMT_WARP);
     in.simdgroups_per_threadgroup = (uint32_t)nsg;
-    in.dispatch_simdgroups_per_threadgroup = (uint32_t)((dispatch_n + MSL_SIMD_WIDTH - 1) / MSL_SIMD_WIDTH);
+    in.dispatch_simdgroups_per_threadgroup = (uint32_t)((dispatch_n + SIMT_WARP - 1) / SIMT_WARP);
     in.thread_index_in_quadgroup = (uint32_t)(i % 4);
     in.quadgroup_index_in_threadgroup = (uint32_t)(i / 4);
     in.quadgroups_per_threadgroup = (uint32_t)((n + 3) / 4);
     in.dispatch_quadgroups_per_threadgroup = (uint32_t)((dispatch_n + 3) / 4);
-    in.thread_execution_width = MSL_SIMD_WIDTH;
-    in.threads_per_simdgroup = MSL_SIMD_WIDTH;
+    in.thread_execution_width = SIMT_WARP;
+    in.threads_per_simdgroup = SIMT_WARP;
     f.tid = (uint32_t)i;
-    f.sg = i / MSL_SIMD_WIDTH;
-    f.lane = i % MSL_SIMD_WIDTH;
+    f.sg = i / SIMT_WARP;
+    f.lane = i % SIMT_WARP;
     f.state = F_RUNNABLE;
+    if (f.state_slot && L->thread_exit) L->thread_exit(f.state_slot);  // a thread that failed
+    f.state_slot = nullptr;
     fiber_prepare(&f);
   }
   w->slot_gen++;
@@ -439,9 +457,16 @@ static void setup_tg(Worker* w, long t) {
 }
 
 static std::string deadlock_message(Worker* w) {
-  return fmt("deadlock: no thread can make progress; waiting at a barrier: %s; waiting in a SIMD-group "
-             "function: %s; returned: %s",
-             thread_list(w, [](const Fiber& f) { return f.state == F_BARRIER; }).c_str(),
+  std::string op;
+  for (int i = 0; i < w->n; ++i)
+    if (w->fibers[i].state == F_SIMD) {
+      const Fiber& f = w->fibers[i];
+      op = fmt(" (%s, %s)", op_name(w->L, f.wait_op), site(f.wait_file, f.wait_line).c_str());
+      break;
+    }
+  return fmt("deadlock: no thread can make progress; waiting at a barrier: %s; waiting in a %s%s: %s; "
+             "returned: %s",
+             thread_list(w, [](const Fiber& f) { return f.state == F_BARRIER; }).c_str(), words(w).collective, op.c_str(),
              thread_list(w, [](const Fiber& f) { return f.state == F_SIMD; }).c_str(),
              thread_list(w, [](const Fiber& f) { return f.state == F_DONE; }).c_str());
 }
@@ -470,7 +495,7 @@ static bool run_tg(Worker* w, long t) {
 }
 
 static bool worker_init(Worker* w, std::string& err) {
-  const msl_launch* L = w->L;
+  const simt_launch* L = w->L;
   int nmax = (int)(L->threadgroup[0] * L->threadgroup[1] * L->threadgroup[2]);
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   size_t stack = ((size_t)L->stack_kb * 1024 + page - 1) / page * page;
@@ -487,7 +512,7 @@ static bool worker_init(Worker* w, std::string& err) {
     f.stack_hi = f.stack_lo + stack;
     mprotect(f.guard_lo, page, PROT_NONE);
   }
-  w->sgs.resize((size_t)(nmax + MSL_SIMD_WIDTH - 1) / MSL_SIMD_WIDTH);
+  w->sgs.resize((size_t)(nmax + SIMT_WARP - 1) / SIMT_WARP);
   w->arena_cap = (long)L->tg_mem_limit * 2 + kMaxSlots * 2 * kCanary + 4096;
   w->arena = (unsigned char*)aligned_alloc(64, (size_t)w->arena_cap);
   for (auto& s : w->slots) s.gen = -1;
@@ -496,6 +521,8 @@ static bool worker_init(Worker* w, std::string& err) {
 }
 
 static void worker_free(Worker* w) {
+  for (auto& f : w->fibers)
+    if (f.state_slot && w->L->thread_exit) w->L->thread_exit(f.state_slot);
   if (w->stack_mem) munmap(w->stack_mem, w->stack_map);
   free(w->arena);
   free(w->altstack);
@@ -516,7 +543,7 @@ static void worker_run(Shared* sh, int index) {
     sigaltstack(&ss, &old_ss);
   }
   tl_w = &w;
-  const msl_launch* L = sh->L;
+  const simt_launch* L = sh->L;
   long ntg = 1;
   for (int d = 0; d < 3; ++d) ntg *= (L->grid[d] + L->threadgroup[d] - 1) / L->threadgroup[d];
   while (ok && !sh->stop.load()) {
@@ -539,7 +566,7 @@ static void worker_run(Shared* sh, int index) {
   worker_free(&w);
 }
 
-extern "C" int msl_rt_launch(const msl_launch* L) {
+extern "C" int simt_rt_launch(const simt_launch* L) {
   auto set_err = [&](const std::string& s) { snprintf(L->err, (size_t)L->errlen, "%s", s.c_str()); };
   long ntg = 1, tg_threads = 1;
   for (int d = 0; d < 3; ++d) {

@@ -1,16 +1,16 @@
-// MSL emulator runtime: switching between the scheduler and a fiber.
-// Included once by msl_runtime.cpp (needs its Fiber/Worker types): a small
+// SIMT runtime: switching between the scheduler and a fiber.
+// Included once by simt_runtime.cpp (needs its Fiber/Worker types): a small
 // hand-written x86-64 switch (callee-saved registers only), ucontext elsewhere.
 #pragma once
 
-extern "C" __attribute__((visibility("hidden"))) void msl_fiber_main(Fiber* f);
+extern "C" __attribute__((visibility("hidden"))) void simt_fiber_main(Fiber* f);
 
-#ifndef MSL_USE_UCONTEXT
+#ifndef SIMT_USE_UCONTEXT
 asm(R"(
   .text
   .p2align 4
-  .type msl_ctx_switch,@function
-msl_ctx_switch:
+  .type simt_ctx_switch,@function
+simt_ctx_switch:
   pushq %rbp
   pushq %rbx
   pushq %r12
@@ -26,31 +26,31 @@ msl_ctx_switch:
   popq %rbx
   popq %rbp
   ret
-  .size msl_ctx_switch,.-msl_ctx_switch
+  .size simt_ctx_switch,.-simt_ctx_switch
   .p2align 4
-  .type msl_ctx_entry,@function
-msl_ctx_entry:
+  .type simt_ctx_entry,@function
+simt_ctx_entry:
   movq %rbx, %rdi
-  call msl_fiber_main
+  call simt_fiber_main
   ud2
-  .size msl_ctx_entry,.-msl_ctx_entry
+  .size simt_ctx_entry,.-simt_ctx_entry
 )");
-extern "C" void msl_ctx_switch(void** save, void* to) __asm__("msl_ctx_switch");
-extern "C" void msl_ctx_entry() __asm__("msl_ctx_entry");
+extern "C" void simt_ctx_switch(void** save, void* to) __asm__("simt_ctx_switch");
+extern "C" void simt_ctx_entry() __asm__("simt_ctx_entry");
 
 static void fiber_prepare(Fiber* f) {
   uintptr_t top = (uintptr_t)f->stack_hi & ~(uintptr_t)15;
   void** sp = (void**)(top - 72);  // 6 saved registers + return address; keeps the ABI alignment
   for (int i = 0; i < 6; ++i) sp[i] = nullptr;
-  sp[4] = (void*)f;                 // rbx -> first argument of msl_fiber_main
-  sp[6] = (void*)&msl_ctx_entry;
+  sp[4] = (void*)f;                 // rbx -> first argument of simt_fiber_main
+  sp[6] = (void*)&simt_ctx_entry;
   f->sp = sp;
 }
-static inline void to_fiber(Worker* w, Fiber* f) { msl_ctx_switch(&w->sched_sp, f->sp); }
-static inline void to_scheduler(Worker* w, Fiber* f) { msl_ctx_switch(&f->sp, w->sched_sp); }
+static inline void to_fiber(Worker* w, Fiber* f) { simt_ctx_switch(&w->sched_sp, f->sp); }
+static inline void to_scheduler(Worker* w, Fiber* f) { simt_ctx_switch(&f->sp, w->sched_sp); }
 #else
 static void uc_entry(unsigned hi, unsigned lo) {
-  msl_fiber_main((Fiber*)(((uintptr_t)hi << 32) | (uintptr_t)lo));
+  simt_fiber_main((Fiber*)(((uintptr_t)hi << 32) | (uintptr_t)lo));
 }
 static void fiber_prepare(Fiber* f) {
   getcontext(&f->uc);
