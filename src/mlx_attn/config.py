@@ -2,6 +2,8 @@
 
 MLX_ATTN        auto | flash | math | <backend name>   (default auto)
 MLX_ATTN_CHUNK  <n> | 0 | off                          (default: automatic chunking)
+MLX_ATTN_CUDA_EMULATE  1 | 0                           (default 0; a verification switch: the
+                cuda backend runs its kernels in the CUDA emulator, on torch CPU tensors)
 """
 from __future__ import annotations
 
@@ -36,6 +38,16 @@ def chunk_setting() -> int | None:
     return value
 
 
+@functools.cache
+def cuda_emulate() -> bool:
+    raw = os.environ.get("MLX_ATTN_CUDA_EMULATE", "").strip().lower()
+    if raw in ("", "0", "off", "false", "no"):
+        return False
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    raise ValueError(f"MLX_ATTN_CUDA_EMULATE must be 1 or 0, got {raw!r}")
+
+
 # What modules above this one cached from the environment, forgotten on reload (they register
 # here, so that this module imports none of them: imports only go downward).
 _RELOAD_HOOKS: list = []
@@ -50,5 +62,6 @@ def reload() -> None:
     """Forget the cached environment (for tests and long-running tools)."""
     requested_backend.cache_clear()
     chunk_setting.cache_clear()
+    cuda_emulate.cache_clear()
     for hook in _RELOAD_HOOKS:
         hook()

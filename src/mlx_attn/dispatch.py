@@ -134,6 +134,8 @@ def explain_call(call: AttentionCall, backend: str = "auto") -> str:
             status = "cannot run: " + "; ".join(reasons)
         else:
             status = "could run (not chosen)"
+        if candidate.note():
+            status += f" [{candidate.note()}]"
         lines.append(f"  {candidate.name:<6} {status}")
     if problem:
         lines.append(f"error: {problem}")

@@ -28,6 +28,10 @@ class Backend:
     #: one line for `backends()` and the README table.
     summary: str = ""
 
+    def note(self) -> str:
+        """A remark `explain()` adds to this backend's line (e.g. that it is emulated)."""
+        return ""
+
     # -- what subclasses override -------------------------------------------------------------
     def _availability_reasons(self) -> list[str]:
         """Why this backend cannot run on this machine at all (not built, wrong OS, ...)."""

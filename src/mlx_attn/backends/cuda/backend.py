@@ -15,7 +15,7 @@ import functools
 import sys
 
 from ...call import AttentionCall
-from .extension import extension, load_error
+from .extension import emulated, extension, load_error
 from .layout import layout_reasons
 from ..base import Backend
 
@@ -32,12 +32,28 @@ class CudaBackend(Backend):
                           "varlen"})
     summary = "torch CUDA tensors (sm_80+), fp16/bf16, forward + backward (nanobind extension)"
 
+    def note(self) -> str:
+        return ("emulated: MLX_ATTN_CUDA_EMULATE=1 runs the CUDA kernels on the CPU, on torch CPU "
+                "tensors (a verification tool, slow)") if emulated() else ""
+
     # -- machine ---------------------------------------------------------------------------------
+    @property
+    def availability_reasons(self) -> list[str]:
+        # cached per mode: MLX_ATTN_CUDA_EMULATE may change within a process (config.reload)
+        cache = self.__dict__.setdefault("_availability", {})
+        if emulated() not in cache:
+            cache[emulated()] = list(self._availability_reasons())
+        return cache[emulated()]
+
     def _availability_reasons(self) -> list[str]:
         ext = extension()
         if ext is None:
-            return [f"the CUDA extension mlx_attn.backends.cuda._cuda is not built or cannot be imported "
-                    f"({load_error()})"]
+            if emulated():
+                return [load_error()]
+            return [f"the CUDA extension mlx_attn.backends.cuda._cuda is not built or cannot be "
+                    f"imported ({load_error()})"]
+        if emulated():
+            return []
         torch = sys.modules.get("torch")  # only if the caller already uses torch
         if torch is not None and getattr(torch.version, "cuda", None) is None:
             return [f"torch {torch.__version__} was built without CUDA support"]
@@ -60,6 +76,11 @@ class CudaBackend(Backend):
 
     # -- per call --------------------------------------------------------------------------------
     def extra_reasons(self, call: AttentionCall) -> list[str]:
+        if emulated():
+            if call.device != "cpu":
+                return [f"tensors are on {call.device}; under MLX_ATTN_CUDA_EMULATE=1 the emulated "
+                        f"kernels take torch CPU tensors"]
+            return _bucket_reasons(extension(), call)
         if not call.device.startswith("cuda"):
             why = f"tensors are on {call.device}, not a CUDA device"
             torch = sys.modules.get("torch")
@@ -80,11 +101,7 @@ class CudaBackend(Backend):
         image = _kernel_image_error(ext, index)
         if image:
             reasons.append(f"no kernel image for {call.device}: {image}")
-        bucket = ext.head_dim_bucket(call.D, call.Dv)
-        if bucket not in _built_head_dims(ext):
-            reasons.append(f"head-dim bucket {bucket} (D={call.D}, Dv={call.Dv}) is not compiled "
-                           f"into this build (built: {_built_head_dims(ext)})")
-        return reasons
+        return reasons + _bucket_reasons(ext, call)
 
     def call_reasons(self, call: AttentionCall) -> list[str]:
         reasons = []
@@ -109,6 +126,14 @@ class CudaBackend(Backend):
 
         return call.join_sequences([ops.fwd(q, k, v, None, *_scalars(call), True)
                                     for q, k, v in call.sequences()])
+
+
+def _bucket_reasons(ext, call: AttentionCall) -> list[str]:
+    bucket = ext.head_dim_bucket(call.D, call.Dv)
+    if bucket not in _built_head_dims(ext):
+        return [f"head-dim bucket {bucket} (D={call.D}, Dv={call.Dv}) is not compiled into this "
+                f"build (built: {_built_head_dims(ext)})"]
+    return []
 
 
 def _scalars(call: AttentionCall) -> tuple:

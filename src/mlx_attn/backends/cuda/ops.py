@@ -12,7 +12,8 @@ caller in the "blhd" layout gets a contiguous result back.
 Registered with `torch.library.custom_op` and `register_fake`, so torch.compile traces it and
 `torch.library.opcheck` validates it.  On CUDA tensors it runs our kernels (the `_cuda` extension,
 tensors passed through DLPack after .detach(), outputs and split-KV workspace allocated here by
-torch's caching allocator, launched on the current torch stream).  On any other device it runs
+torch's caching allocator, launched on the current torch stream); so do CPU tensors under
+MLX_ATTN_CUDA_EMULATE=1, in the CUDA emulator (emulators/cuda_emulator).  Otherwise it runs
 the math backend, a reference implementation that keeps the op usable (and testable) anywhere.
 
     bwd(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left, window_right, softcap,
@@ -26,11 +27,12 @@ torch (a stand-in so that the ops can be opchecked and traced without a GPU).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
 
-from .extension import extension, load_error
+from .extension import emulated, extension, load_error
 from .layout import layout_reasons
 
 OP_NAME = "mlx_attn::fwd"
@@ -46,7 +48,7 @@ def _empty_out(q: torch.Tensor, B: int, Hq: int, Lq: int, Dv: int, out_blhd: boo
 def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
         scale: float, causal: bool, window_left: int, window_right: int, softcap: float,
         out_blhd: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    if q.device.type == "cuda":
+    if _on_kernels(q):
         return _fwd_cuda(q, k, v, mask, scale, causal, window_left, window_right, softcap,
                          out_blhd)
     return _fwd_reference(q, k, v, mask, scale, causal, window_left, window_right, softcap,
@@ -67,7 +69,7 @@ def bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o
         lse: torch.Tensor, dlse: Optional[torch.Tensor], mask: Optional[torch.Tensor],
         scale: float, causal: bool, window_left: int, window_right: int, softcap: float,
         deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if q.device.type == "cuda":
+    if _on_kernels(q):
         return _bwd_cuda(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left,
                          window_right, softcap)
     return _bwd_reference(dout, q, k, v, dlse, mask, scale, causal, window_left, window_right,
@@ -100,6 +102,20 @@ def _backward(ctx, grad_out, grad_lse):
 fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _on_kernels(q: torch.Tensor) -> bool:
+    """CUDA tensors run our kernels; so do CPU tensors under MLX_ATTN_CUDA_EMULATE=1 (emulated)."""
+    return q.device.type == "cuda" or (q.device.type == "cpu" and emulated())
+
+
+def _on_device(q: torch.Tensor):
+    """(context that makes q's device current, its device index, its current stream handle);
+    on the CPU (emulated kernels) no context, device 0 and stream 0."""
+    if q.device.type != "cuda":
+        return contextlib.nullcontext(), 0, 0
+    return (torch.cuda.device(q.device), q.device.index if q.device.index is not None
+            else torch.cuda.current_device(), torch.cuda.current_stream(q.device).cuda_stream)
+
+
 def _bwd_cuda(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left, window_right,
               softcap):
     ext = extension()
@@ -121,8 +137,8 @@ def _bwd_cuda(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left, w
         if mask.dtype == torch.float64:
             mask = mask.float()
     delta = torch.empty((B, Hq, Lq), dtype=torch.float32, device=q.device)
-    with torch.cuda.device(q.device):
-        stream = torch.cuda.current_stream(q.device).cuda_stream
+    context, _, stream = _on_device(q)
+    with context:
         ext.bwd(dout, q.detach(), k.detach(), v.detach(), _dense_last(out.detach()),
                 lse.detach().contiguous(), dlse, mask, delta, dq, dk, dv, float(scale),
                 bool(causal), int(window_left), int(window_right), float(softcap), stream)
@@ -198,15 +214,14 @@ def _fwd_cuda(q, k, v, mask, scale, causal, window_left, window_right, softcap, 
         mask = mask.detach()
         if mask.dtype == torch.float64:  # the kernel adds float32 (as the math path does)
             mask = mask.float()
-    with torch.cuda.device(q.device):
-        device = torch.cuda.current_device()
+    context, device, stream = _on_device(q)
+    with context:
         config, splits = ext.plan(B, Hq, Hkv, Lq, Lk, D, Dv, bool(causal), int(window_left),
                                   int(window_right), device)
         o_accum = lse_accum = None
         if splits > 1:
             o_accum = torch.empty((splits, B, Hq, Lq, Dv), dtype=torch.float32, device=q.device)
             lse_accum = torch.empty((splits, B, Hq, Lq), dtype=torch.float32, device=q.device)
-        stream = torch.cuda.current_stream(q.device).cuda_stream
         ext.fwd(q.detach(), k.detach(), v.detach(), out, lse, mask, o_accum, lse_accum, splits,
                 float(scale), bool(causal), int(window_left), int(window_right), float(softcap),
                 config, stream)
