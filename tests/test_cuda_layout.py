@@ -10,6 +10,11 @@ against a direct reference.  See the comments in that file.
 host_tests/bwd_check.cpp does the same for the backward: the dK/dV and dQ kernels' loop
 structure and per-pair formulas (bwd_math.h), emulated in float, against an independent
 double-precision gradient (causal, window, softcap, masks, GQA, dlse).
+
+host_tests/rules_check.cpp checks the range rules shared with the CPU kernel
+(include/mlx_attn_common/rules.h) and the block logic on them at the edges of int: window sides
+and lengths up to INT32_MAX (a huge side must act as unbounded, never overflow into an empty
+range), and the split-KV combine's NaN propagation.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ def _compiler():
 
 
 @pytest.mark.skipif(_compiler() is None, reason="no host C++ compiler (g++/clang++) on PATH")
-@pytest.mark.parametrize("name", ["layout_check", "bwd_check"])
+@pytest.mark.parametrize("name", ["layout_check", "bwd_check", "rules_check"])
 def test_cuda_host_self_check(tmp_path, name):
     source = HOST_TESTS / f"{name}.cpp"
     exe = tmp_path / name

@@ -6,8 +6,10 @@
 // order), in float, and compares dq, dk, dv with a direct double-precision gradient of the SPEC
 // written independently here (all pairs visited, softmax backward as p * (dp - sum p dp),
 // causal and window from the SPEC's inequalities).  Random problems cover causal, windows,
-// softcap, bool and additive masks (with fully masked rows), GQA, Lq != Lk, and a dlse input.
+// softcap, bool and additive masks (with fully masked rows), GQA, Lq != Lk, a dlse input, and
+// window sides up to INT32_MAX (as unbounded).
 // Prints "OK <n> problems" and exits 0, or the first mismatch and exits 1.
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -26,7 +28,7 @@ struct Problem {
 };
 
 static bool allowed_spec(const Problem& P, int i, int j) {
-  const int c = i + P.Lk - P.Lq;
+  const long long c = (long long)i + P.Lk - P.Lq;  // 64-bit: sides go up to INT32_MAX
   if (P.causal && j > c) return false;
   if (P.wl >= 0 && j < c - P.wl) return false;
   if (P.wr >= 0 && j > c + P.wr) return false;
@@ -43,6 +45,8 @@ int main() {
     P.B = uni(1, 2), P.Hkv = uni(1, 2), P.Hq = P.Hkv * uni(1, 3);
     P.Lq = uni(1, 40), P.Lk = uni(1, 40), P.D = 8 * uni(1, 5), P.Dv = 8 * uni(1, 5);
     P.causal = uni(0, 1), P.wl = uni(0, 2) ? -1 : uni(0, 10), P.wr = uni(0, 2) ? -1 : uni(0, 10);
+    if (uni(0, 5) == 0) P.wl = INT_MAX - uni(0, 1);  // a huge side is unbounded (no overflow)
+    if (uni(0, 5) == 0) P.wr = INT_MAX - uni(0, 1);
     P.mask_kind = uni(0, 2), P.scale = 0.3f, P.softcap = uni(0, 1) ? 0.f : 2.f;
     auto fill = [&](std::vector<double>& x, size_t n) {
       x.resize(n);

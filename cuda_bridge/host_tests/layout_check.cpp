@@ -15,6 +15,7 @@
 //   7. traits: every configuration fits 99 KB of shared memory and the planner's tile table
 //      agrees with the traits.
 // Prints "OK <n checks>" and exits 0, or prints the first failures and exits 1.
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -229,10 +230,10 @@ struct Problem {
 };
 
 static bool ref_allowed(const Problem& P, int i, int j) {
-  const int off = P.Lk - P.Lq;
-  if (P.causal && j > i + off) return false;
-  if (P.wl >= 0 && j < i + off - P.wl) return false;
-  if (P.wr >= 0 && j > i + off + P.wr) return false;
+  const long long c = (long long)i + P.Lk - P.Lq;  // 64-bit: sides go up to INT32_MAX
+  if (P.causal && j > c) return false;
+  if (P.wl >= 0 && j < c - P.wl) return false;
+  if (P.wr >= 0 && j > c + P.wr) return false;
   return true;
 }
 
@@ -257,13 +258,20 @@ static void reference(const Problem& P, std::vector<double>& out, std::vector<do
       for (int i = 0; i < P.Lq; ++i) {
         std::vector<double> s(P.Lk, -INFINITY);
         double mx = -INFINITY;
+        bool nan = false;  // IEEE: a NaN among the allowed scores makes the row NaN
         for (int j = 0; j < P.Lk; ++j) {
           double x = score(P, b, h, i, j);
           if (P.mask_kind == MASK_BOOL && mask_at(P, b, h, i, j) == 0) x = -INFINITY;
           if (P.mask_kind == MASK_ADD) x += mask_at(P, b, h, i, j);
           if (!ref_allowed(P, i, j)) x = -INFINITY;
           s[j] = x;
+          nan |= std::isnan(x);
           mx = std::max(mx, x);
+        }
+        if (nan) {
+          lse[(b * P.Hq + h) * P.Lq + i] = NAN;
+          for (int d = 0; d < P.D; ++d) out[((b * P.Hq + h) * P.Lq + i) * P.D + d] = NAN;
+          continue;
         }
         if (mx == -INFINITY) continue;
         double sum = 0;
@@ -332,13 +340,13 @@ static void emulate(const Problem& P, int block_m, int block_n, int num_splits,
             for (int d = 0; d < P.D; ++d) o_acc[row * P.D + d] = sum == 0 ? 0.0 : acc[d] / sum;
           }
         }
-  // combine
+  // combine (combine_kernel.cuh): max_nan, so that NaN partials reach the row
   const size_t total = (size_t)P.B * P.Hq * P.Lq;
   out.assign(total * P.D, 0.0);
   lse.assign(total, -INFINITY);
   for (size_t row = 0; row < total; ++row) {
     double mx = -INFINITY;
-    for (int s = 0; s < num_splits; ++s) mx = std::max(mx, l_acc[s * total + row]);
+    for (int s = 0; s < num_splits; ++s) mx = max_nan(mx, l_acc[s * total + row]);
     if (mx == -INFINITY) continue;
     double sum = 0;
     for (int s = 0; s < num_splits; ++s) sum += std::exp(l_acc[s * total + row] - mx);
@@ -351,11 +359,13 @@ static void emulate(const Problem& P, int block_m, int block_n, int num_splits,
   }
 }
 
+// Trials 400..479 put NaN in one query row (or one key row): the row (or every row seeing the
+// key) must come out NaN, lse too, through every split count (combine_kernel.cuh's max_nan).
 void check_blocked_softmax() {
   std::mt19937 rng(1234);
   auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   std::normal_distribution<double> normal(0.0, 1.0);
-  for (int trial = 0; trial < 400; ++trial) {
+  for (int trial = 0; trial < 480; ++trial) {
     Problem P;
     P.B = uni(1, 2);
     P.Hkv = uni(1, 2);
@@ -368,6 +378,8 @@ void check_blocked_softmax() {
     P.wl = uni(0, 2) == 0 ? -1 : uni(0, 20);
     P.wr = uni(0, 2) == 0 ? -1 : uni(0, 20);
     if (uni(0, 2) == 0) P.wl = P.wr = -1;
+    if (uni(0, 5) == 0) P.wl = INT_MAX - uni(0, 1);  // a huge side is unbounded (no overflow)
+    if (uni(0, 5) == 0) P.wr = INT_MAX - uni(0, 1);
     P.mask_kind = uni(0, 4) == 0 ? uni(1, 2) : 0;
     const int nq = P.B * P.Hq * P.Lq * P.D, nk = P.B * P.Hkv * P.Lk * P.D;
     for (int x = 0; x < nq; ++x) P.q.push_back(normal(rng));
@@ -375,16 +387,26 @@ void check_blocked_softmax() {
     for (int x = 0; x < nk; ++x) P.v.push_back(normal(rng));
     for (int x = 0; x < P.B * P.Hq * P.Lq * P.Lk; ++x)
       P.mask.push_back(P.mask_kind == MASK_BOOL ? (double)(uni(0, 3) != 0) : normal(rng));
+    if (trial >= 400) {  // NaN in a query row, or in a key row
+      std::vector<double>& x = uni(0, 2) ? P.q : P.k;
+      const int row = uni(0, (int)x.size() / P.D - 1);
+      for (int d = 0; d < P.D; ++d) x[row * P.D + d] = d == 0 ? NAN : x[row * P.D + d];
+    }
     std::vector<double> ro, rl, eo, el;
     reference(P, ro, rl);
     const int bm = uni(0, 1) ? 16 : 64, bn = uni(0, 1) ? 16 : 32;
     const int splits = uni(0, 1) ? 1 : uni(2, 5);
     emulate(P, bm, bn, splits, eo, el);
     double err = 0;
-    for (size_t x = 0; x < ro.size(); ++x) err = std::max(err, std::fabs(ro[x] - eo[x]));
+    for (size_t x = 0; x < ro.size(); ++x)
+      err = std::max(err, std::isnan(ro[x]) != std::isnan(eo[x]) ? INFINITY
+                          : std::isnan(ro[x])                    ? 0.0
+                                                                 : std::fabs(ro[x] - eo[x]));
     bool lse_ok = true;
     for (size_t x = 0; x < rl.size(); ++x) {
-      if (std::isinf(rl[x]) || std::isinf(el[x]))
+      if (std::isnan(rl[x]) || std::isnan(el[x]))
+        lse_ok &= std::isnan(rl[x]) && std::isnan(el[x]);
+      else if (std::isinf(rl[x]) || std::isinf(el[x]))
         lse_ok &= rl[x] == el[x];
       else
         lse_ok &= std::fabs(rl[x] - el[x]) < 1e-9;

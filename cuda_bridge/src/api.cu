@@ -1,8 +1,10 @@
 // Host side of the kernel library: device queries, planning, dispatch on (dtype, head dim).
 #include <cuda_runtime.h>
 
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "mlx_attn_cuda/api.h"
@@ -90,7 +92,28 @@ int device_count(std::string* error) {
   return n;
 }
 
+namespace {
+
+// Device properties, queried once per device: cudaGetDeviceProperties fills the whole struct
+// (microseconds to milliseconds), and every fwd/bwd call checks the capability and the planner
+// reads the SM count.  Only successes are kept (a failing device is asked again next time).
+// A mutex guards the table: calls may come from several threads (free-threaded Python, C++).
+std::mutex g_props_mutex;
+std::unordered_map<int, DeviceInfo> g_props;
+
+}  // namespace
+
 bool device_info(int device, DeviceInfo* info, std::string* error) {
+  {
+    std::lock_guard<std::mutex> lock(g_props_mutex);
+    const auto it = g_props.find(device);
+    if (it != g_props.end()) {
+      *info = it->second;
+      return true;
+    }
+  }
+  // Queried outside the lock (a slow call must not serialise other devices' lookups); two
+  // threads may both query a new device once, and store the same value.
   cudaDeviceProp prop;
   const cudaError_t err = cudaGetDeviceProperties(&prop, device);
   if (err != cudaSuccess) {
@@ -98,11 +121,17 @@ bool device_info(int device, DeviceInfo* info, std::string* error) {
     cudaGetLastError();
     return false;
   }
-  info->major = prop.major;
-  info->minor = prop.minor;
-  info->sms = prop.multiProcessorCount;
-  info->smem_optin = (int)prop.sharedMemPerBlockOptin;
-  info->name = prop.name;
+  DeviceInfo got;
+  got.major = prop.major;
+  got.minor = prop.minor;
+  got.sms = prop.multiProcessorCount;
+  got.smem_optin = (int)prop.sharedMemPerBlockOptin;
+  got.name = prop.name;
+  {
+    std::lock_guard<std::mutex> lock(g_props_mutex);
+    g_props.emplace(device, got);
+  }
+  *info = got;
   return true;
 }
 
@@ -151,17 +180,11 @@ std::string built_archs() { return MLX_ATTN_CUDA_ARCHS; }
 
 namespace {
 
-// Number of SMs per device, queried once.
+// Number of SMs of `device`, from the cached properties (device_info).
 int sm_count(int device) {
-  static int cache[64] = {};
-  if (device >= 0 && device < 64 && cache[device] > 0) return cache[device];
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    cudaGetLastError();
-    sms = 108;  // planning only; an A100's count is a harmless default
-  }
-  if (device >= 0 && device < 64) cache[device] = sms;
-  return sms;
+  DeviceInfo info;
+  if (device_info(device, &info, nullptr) && info.sms > 0) return info.sms;
+  return 108;  // planning only; an A100's count is a harmless default
 }
 
 void set_device(int device) {

@@ -14,6 +14,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -248,8 +250,10 @@ Checked check_fwd_args(const Array& q, const Array& k, const Array& v, const Arr
   return c;
 }
 
-void set_scalars(FwdParams& p, double scale, bool causal, int window_left, int window_right,
-                 double softcap) {
+// Sides arrive as any Python int (int64): a side past INT32_MAX is unbounded (window_side);
+// the kernels' range arithmetic takes any side up to INT32_MAX (rules.h).
+void set_scalars(FwdParams& p, double scale, bool causal, int64_t window_left,
+                 int64_t window_right, double softcap) {
   if (!std::isfinite(scale)) value_error("scale must be finite, got " + std::to_string(scale));
   if (!(softcap >= 0.0) || !std::isfinite(softcap))
     value_error("softcap must be >= 0 (0 = off) and finite, got " + std::to_string(softcap));
@@ -259,8 +263,8 @@ void set_scalars(FwdParams& p, double scale, bool causal, int window_left, int w
   p.scale = (float)scale;
   p.scale_log2 = (float)(scale * 1.4426950408889634);
   p.softcap = (float)softcap;
-  p.window_left = window_left;
-  p.window_right = fold_causal(causal, window_right);
+  p.window_left = mlx_attn_common::window_side(window_left);
+  p.window_right = fold_causal(causal, mlx_attn_common::window_side(window_right));
 }
 
 // The backward's extra tensors, on top of the forward's checks (which cover q, k, v, out, lse
@@ -314,6 +318,91 @@ Checked check_bwd_args(BwdParams& bp, const Array& dout, const Array& q, const A
   return c;
 }
 
+// ---- forced planner choice ---------------------------------------------------------------
+// The planner sends small problems to the decode tiles, so tests on small shapes would never run
+// the prefill kernels (two m16 tiles per warp, 128x128 tiles, the 8-warp D=192 kernel) nor a
+// chosen split count.  An override forces them: from the environment, read once at the first
+// plan() (MLX_ATTN_CUDA_CONFIG=prefill|decode|auto, MLX_ATTN_CUDA_SPLITS=<1..128>; SPLITS alone
+// implies decode), or from set_plan_override(), which replaces it for the rest of the process.
+struct PlanOverride {
+  int config = -1;  // -1: the planner's; kPrefill / kDecode: forced
+  int splits = 0;   // 0: the planner's (decode_splits when decode is forced); else forced
+  std::string error;  // a bad environment value: every plan() raises it
+};
+
+std::mutex g_override_mutex;
+bool g_override_loaded = false;
+PlanOverride g_override;
+
+std::string check_override(int config, int splits) {
+  if (config < -1 || config > 1)
+    return "config must be -1 (planner), 0 (prefill) or 1 (decode), got " + std::to_string(config);
+  if (splits < 0 || splits > 128)
+    return "splits must be 0 (planner) or in [1, 128], got " + std::to_string(splits);
+  if (config == kPrefill && splits > 1)
+    return "the prefill configuration takes 1 split, got " + std::to_string(splits);
+  return "";
+}
+
+PlanOverride override_from_env() {
+  PlanOverride o;
+  const char* cfg = std::getenv("MLX_ATTN_CUDA_CONFIG");
+  const char* spl = std::getenv("MLX_ATTN_CUDA_SPLITS");
+  const std::string c = cfg ? cfg : "", n = spl ? spl : "";
+  if (c == "prefill" || c == "0") {
+    o.config = kPrefill;
+  } else if (c == "decode" || c == "1") {
+    o.config = kDecode;
+  } else if (!(c.empty() || c == "auto")) {
+    o.error = "MLX_ATTN_CUDA_CONFIG='" + c + "': allowed are prefill, decode, auto (or unset)";
+    return o;
+  }
+  if (!n.empty()) {
+    char* end = nullptr;
+    const long v = std::strtol(n.c_str(), &end, 10);
+    if (*end != '\0' || v < 1 || v > 128) {
+      o.error = "MLX_ATTN_CUDA_SPLITS='" + n + "': allowed is an integer in [1, 128] (or unset)";
+      return o;
+    }
+    o.splits = (int)v;
+    if (o.config < 0 && v > 1) o.config = kDecode;
+  }
+  const std::string bad = check_override(o.config, o.splits);
+  if (!bad.empty()) o.error = "MLX_ATTN_CUDA_CONFIG / MLX_ATTN_CUDA_SPLITS: " + bad;
+  return o;
+}
+
+// The override in force (the environment's until set), replaced by *next when given.
+PlanOverride current_override(const PlanOverride* next = nullptr) {
+  std::lock_guard<std::mutex> lock(g_override_mutex);
+  if (!g_override_loaded) g_override = override_from_env();
+  g_override_loaded = true;
+  const PlanOverride before = g_override;
+  if (next) g_override = *next;
+  return before;
+}
+
+// The planner's choice for p on `device`, then the override.
+PlanResult plan_with_override(const FwdParams& p, int device) {
+  const PlanOverride o = current_override();
+  if (!o.error.empty()) value_error(o.error);
+  PlanResult r = plan(p, device);
+  if (o.config == kPrefill) {
+    r.config = kPrefill;
+    r.num_splits = 1;
+  } else if (o.config == kDecode) {
+    if (r.config != kDecode) {  // the planner's split count for these decode tiles
+      DeviceInfo info;
+      const int sms = device_info(device, &info, nullptr) && info.sms > 0 ? info.sms : 108;
+      const TileSizes t = tile_sizes(head_dim_bucket(p.d, p.dv));
+      r.config = kDecode;
+      r.num_splits = decode_splits(p, sms, t.decode_m, t.decode_n);
+    }
+    if (o.splits > 0) r.num_splits = o.splits;
+  }
+  return r;
+}
+
 nb::dict params_dict(const Checked& c) {
   const FwdParams& p = c.p;
   nb::dict d;
@@ -343,7 +432,7 @@ NB_MODULE(_cuda, m) {
       "check_fwd_args",
       [](const Array& q, const Array& k, const Array& v, const Array& out, const Array& lse,
          std::optional<Array> mask, std::optional<Array> o_accum, std::optional<Array> lse_accum,
-         int num_splits, double scale, bool causal, int window_left, int window_right,
+         int num_splits, double scale, bool causal, int64_t window_left, int64_t window_right,
          double softcap, bool allow_cpu) {
         Checked c = check_fwd_args(q, k, v, out, lse, mask, o_accum, lse_accum, num_splits,
                                    allow_cpu);
@@ -361,7 +450,7 @@ NB_MODULE(_cuda, m) {
       "fwd",
       [](const Array& q, const Array& k, const Array& v, const Array& out, const Array& lse,
          std::optional<Array> mask, std::optional<Array> o_accum, std::optional<Array> lse_accum,
-         int num_splits, double scale, bool causal, int window_left, int window_right,
+         int num_splits, double scale, bool causal, int64_t window_left, int64_t window_right,
          double softcap, int config, uintptr_t stream) {
         Checked c = check_fwd_args(q, k, v, out, lse, mask, o_accum, lse_accum, num_splits,
                                    false);
@@ -395,7 +484,7 @@ NB_MODULE(_cuda, m) {
       [](const Array& dout, const Array& q, const Array& k, const Array& v, const Array& out,
          const Array& lse, std::optional<Array> dlse, std::optional<Array> mask,
          const Array& delta, const Array& dq, const Array& dk, const Array& dv, double scale,
-         bool causal, int window_left, int window_right, double softcap, bool allow_cpu) {
+         bool causal, int64_t window_left, int64_t window_right, double softcap, bool allow_cpu) {
         BwdParams bp;
         Checked c = check_bwd_args(bp, dout, q, k, v, out, lse, dlse, mask, delta, dq, dk, dv,
                                    allow_cpu);
@@ -420,7 +509,7 @@ NB_MODULE(_cuda, m) {
       [](const Array& dout, const Array& q, const Array& k, const Array& v, const Array& out,
          const Array& lse, std::optional<Array> dlse, std::optional<Array> mask,
          const Array& delta, const Array& dq, const Array& dk, const Array& dv, double scale,
-         bool causal, int window_left, int window_right, double softcap, uintptr_t stream) {
+         bool causal, int64_t window_left, int64_t window_right, double softcap, uintptr_t stream) {
         BwdParams bp;
         Checked c = check_bwd_args(bp, dout, q, k, v, out, lse, dlse, mask, delta, dq, dk, dv,
                                    false);
@@ -448,22 +537,47 @@ NB_MODULE(_cuda, m) {
 
   m.def(
       "plan",
-      [](int B, int Hq, int Hkv, int Lq, int Lk, int D, int Dv, bool causal, int window_left,
-         int window_right, int device) {
+      [](int B, int Hq, int Hkv, int Lq, int Lk, int D, int Dv, bool causal, int64_t window_left,
+         int64_t window_right, int device) {
         if (Hkv <= 0 || Hq % Hkv != 0) value_error("plan: Hq must be a multiple of Hkv");
         FwdParams p;
         p.b = B, p.hq = Hq, p.hkv = Hkv, p.group = Hq / Hkv, p.lq = Lq, p.lk = Lk;
         p.d = D, p.dv = Dv, p.rows = Lq * p.group;
-        p.window_left = window_left;
-        p.window_right = fold_causal(causal, window_right);
-        const PlanResult r = plan(p, device);
+        p.window_left = mlx_attn_common::window_side(window_left);
+        p.window_right = fold_causal(causal, mlx_attn_common::window_side(window_right));
+        const PlanResult r = plan_with_override(p, device);
         return nb::make_tuple(r.config, r.num_splits);
       },
       nb::arg("B"), nb::arg("Hq"), nb::arg("Hkv"), nb::arg("Lq"), nb::arg("Lk"), nb::arg("D"),
       nb::arg("Dv"), nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"),
       nb::arg("device"),
       "(config, num_splits) for a problem on `device`: config 0 = prefill tiles, 1 = 64-row "
-      "tiles with the key range split num_splits ways (split-KV).");
+      "tiles with the key range split num_splits ways (split-KV).  Honours the override "
+      "(plan_override).");
+
+  m.def(
+      "set_plan_override",
+      [](int config, int splits) {
+        const std::string bad = check_override(config, splits);
+        if (!bad.empty()) value_error("set_plan_override: " + bad);
+        const PlanOverride next{config, splits, ""};
+        const PlanOverride before = current_override(&next);
+        return nb::make_tuple(before.config, before.splits);
+      },
+      nb::arg("config") = -1, nb::arg("splits") = 0,
+      "Force plan() for this process (tests, benchmarks): config -1 (planner), 0 (prefill) or "
+      "1 (decode); splits 0 (planner) or 1..128.  Replaces MLX_ATTN_CUDA_CONFIG / _SPLITS; "
+      "returns the previous (config, splits).");
+
+  m.def(
+      "plan_override",
+      []() {
+        const PlanOverride o = current_override();
+        if (!o.error.empty()) value_error(o.error);
+        return nb::make_tuple(o.config, o.splits);
+      },
+      "The forced (config, splits), (-1, 0) when the planner decides; raises ValueError if the "
+      "environment's MLX_ATTN_CUDA_CONFIG / MLX_ATTN_CUDA_SPLITS is malformed.");
 
   m.def(
       "device_count",

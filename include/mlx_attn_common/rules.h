@@ -9,7 +9,14 @@
 // the keys: its diagonal key is c = i + off, off = lk - lq.  A window (wl, wr) allows keys
 // c - wl <= j <= c + wr, a side of -1 being unbounded; causal is folded into the right side
 // (fold_causal), so the kernels see only the window.  Ranges below are inclusive [lo, hi] and
-// empty when hi < lo; the arithmetic is int (the callers keep every side <= max(lq, lk)).
+// empty when hi < lo.
+//
+// Overflow.  Any side in [-1, INT32_MAX] is valid here (a huge side is simply unbounded), so no
+// function forms c + wr or c - wl, which overflow int near INT32_MAX: each compares the side with
+// a distance that fits an int (for 0 <= i < lq, 0 <= j < lk, lq and lk < 2^31) and adds it only
+// when the sum is inside the range:  j - c in [1 - lk, lq - 1],  lk - 1 - c in [0, lq - 1],
+// lq - 1 - (j - off) in [0, lk - 1].  Plain int compares and adds, no 64-bit math in the
+// kernels' hot paths (cuda_bridge/host_tests/rules_check.cpp checks this against int64).
 #pragma once
 
 #include <cstdint>
@@ -44,8 +51,8 @@ MLX_ATTN_HD int fold_causal(bool causal, int wr) {
 MLX_ATTN_HD bool window_allows(int i, int j, int lq, int lk, int wl, int wr) {
   const int c = i + (lk - lq);
   if (j < 0 || j >= lk) return false;
-  if (wr >= 0 && j > c + wr) return false;
-  if (wl >= 0 && j < c - wl) return false;
+  if (wr >= 0 && j - c > wr) return false;  // j > c + wr
+  if (wl >= 0 && c - j > wl) return false;  // j < c - wl
   return true;
 }
 
@@ -65,9 +72,10 @@ struct Span {
 MLX_ATTN_HD Span keys_seen(int i_first, int i_last, int lq, int lk, const int& wl,
                            const int& wr) {
   const int off = lk - lq;
+  const int c_first = i_first + off, c_last = i_last + off;  // their diagonal keys
   int lo = 0, hi = lk - 1;
-  if (wl >= 0) lo = imax(lo, i_first + off - wl);
-  if (wr >= 0) hi = imin(hi, i_last + off + wr);
+  if (wl >= 0 && c_first > wl) lo = c_first - wl;         // max(0, c_first - wl)
+  if (wr >= 0 && wr < lk - 1 - c_last) hi = c_last + wr;  // min(lk - 1, c_last + wr)
   return Span{lo, hi};
 }
 
@@ -76,9 +84,10 @@ MLX_ATTN_HD Span keys_seen(int i_first, int i_last, int lq, int lk, const int& w
 MLX_ATTN_HD Span queries_seeing(int j_first, int j_last, int lq, int lk, const int& wl,
                                  const int& wr) {
   const int off = lk - lq;
+  const int t_first = j_first - off, t_last = j_last - off;  // queries with these diagonals
   int lo = 0, hi = lq - 1;
-  if (wr >= 0) lo = imax(lo, j_first - off - wr);
-  if (wl >= 0) hi = imin(hi, j_last - off + wl);
+  if (wr >= 0 && t_first > wr) lo = t_first - wr;         // max(0, t_first - wr)
+  if (wl >= 0 && wl < lq - 1 - t_last) hi = t_last + wl;  // min(lq - 1, t_last + wl)
   return Span{lo, hi};
 }
 

@@ -8,6 +8,9 @@
 // heads (decode with GQA 32/8 fills 4 rows per query instead of 1), and nothing is repeated.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
+
 #include "mlx_attn_common/rules.h"
 #include "params.h"
 
@@ -22,7 +25,24 @@ using mlx_attn_common::queries_seeing;
 using mlx_attn_common::Span;
 using mlx_attn_common::window_allows;
 
-MA_HD int ceil_div(int a, int b) { return (a + b - 1) / b; }
+// a >= 0, b > 0; no a + b - 1, which overflows for a near INT32_MAX.
+MA_HD int ceil_div(int a, int b) { return a / b + (a % b != 0); }
+
+// The larger of a and b, NaN if either is NaN (fmaxf returns the other operand): the split-KV
+// combine takes the max of the splits' lse with it, so that a NaN partial (NaN in q) makes the
+// row NaN, as the unsplit kernel does.  A template so the host check's double emulation uses it.
+template <typename F>
+MA_HD F max_nan(F a, F b) {
+  return (a > b || a != a) ? a : b;
+}
+
+// The split-KV combine's lse from the splits' max m (max_nan) and sum_s exp(lse_s - m): -inf
+// when no split saw an allowed key, NaN when a split's lse is NaN.
+MA_HD float combined_lse(float m, float sum) { return m == -INFINITY ? m : m + logf(sum); }
+
+// The weight of a split with lse ls in the combined row (lse from combined_lse): 0 for a split
+// that saw no allowed key, or when no split did; NaN when lse is NaN.
+MA_HD float split_weight(float ls, float lse) { return lse == -INFINITY ? 0.f : expf(ls - lse); }
 
 struct BlockRange {
   int begin = 0;  // first key block (in units of block_n keys)
@@ -32,7 +52,7 @@ struct BlockRange {
 // Key blocks that can hold an allowed key for any row of the CTA's rows [r0, r0 + block_m).
 MA_HD BlockRange key_blocks(const FwdParams& p, int r0, int block_m, int block_n) {
   BlockRange out;
-  const int r_last = imin(r0 + block_m, p.rows) - 1;
+  const int r_last = r0 + imin(block_m, p.rows - r0) - 1;  // no r0 + block_m: rows < 2^31
   if (r_last < r0 || p.lk <= 0) return out;
   const int i_min = r0 / p.group, i_max = r_last / p.group;
   const Span keys = keys_seen(i_min, i_max, p.lq, p.lk, p.window_left, p.window_right);
@@ -59,13 +79,20 @@ MA_HD BlockRange split_blocks(BlockRange all, int split, int num_splits) {
 // for which this is false are fully allowed for every (valid) row, so the kernel skips masking.
 MA_HD bool block_needs_mask(const FwdParams& p, int r0, int block_m, int n, int block_n) {
   if (p.mask_type != kMaskNone) return true;
-  const int j0 = n * block_n, j1 = j0 + block_n - 1;  // first and last key of the block
-  if (j1 >= p.lk) return true;
-  const int r_last = imin(r0 + block_m, p.rows) - 1;
+  const int j0 = n * block_n;            // first key of the block (< lk: key_blocks)
+  if (j0 > p.lk - block_n) return true;  // the key tail: j0 + block_n - 1 >= lk
+  const int j1 = j0 + block_n - 1;       // last key
+  // min(r0 + block_m, rows) - 1 without int overflow (rows < 2^31).  The prefill kernels sit at
+  // 255 registers, where ptxas' spills swing with how this is written: this form (unsigned min,
+  // window tests as differences) left the sm_80 D=128 prefill kernel spill-free with nvcc 13.0
+  // (tests/test_cuda_ptxas.py), where r0 + imin(block_m, rows - r0) did not.
+  const unsigned r_end = (unsigned)r0 + (unsigned)block_m;
+  const int r_last = (int)(r_end < (unsigned)p.rows ? r_end : (unsigned)p.rows) - 1;
   const int i_min = r0 / p.group, i_max = r_last / p.group;
   const int off = p.lk - p.lq;
-  if (p.window_right >= 0 && j1 > i_min + off + p.window_right) return true;
-  if (p.window_left >= 0 && j0 < i_max + off - p.window_left) return true;
+  // j1 > c_min + wr and j0 < c_max - wl as differences: sides may be up to INT32_MAX (rules.h).
+  if (p.window_right >= 0 && j1 - (i_min + off) > p.window_right) return true;
+  if (p.window_left >= 0 && (i_max + off) - j0 > p.window_left) return true;
   return false;
 }
 
@@ -75,10 +102,26 @@ struct Plan {
   int num_splits = 1;
 };
 
+// KV splits for the decode configuration (64-row tiles): about two waves of CTAs in flight, each
+// split keeping >= 2 key blocks, at most 128 (the combine's limit).  Provisional (tune on a GPU).
+inline int decode_splits(const FwdParams& p, int num_sms, int decode_m, int decode_n) {
+  if (p.lk <= 0 || p.rows <= 0) return 1;
+  const long long ctas = (long long)ceil_div(p.rows, decode_m) * p.b * p.hkv;
+  long long keys = p.lk;  // keys one row can see at most (64-bit: sides may be INT32_MAX)
+  if (p.window_left >= 0 && p.window_right >= 0)
+    keys = std::min(keys, (long long)p.window_left + p.window_right + 1);
+  const long long nblocks = (keys + decode_n - 1) / decode_n;
+  long long splits = (2LL * num_sms + ctas - 1) / (ctas > 0 ? ctas : 1);
+  if (splits > nblocks / 2) splits = nblocks / 2;
+  if (splits > 128) splits = 128;
+  if (splits < 1) splits = 1;
+  return (int)splits;
+}
+
 // `prefill_m` / `decode_m` / `decode_n` are the tile sizes of the two configurations for this
 // head dim (traits.h).  Provisional heuristic (to be tuned on a GPU): keep the prefill tiles
 // whenever they already give at least one CTA per SM; otherwise use 64-row tiles and split the
-// key range so that about two waves of CTAs are in flight, each split keeping >= 2 key blocks.
+// key range (decode_splits).
 inline Plan make_plan(const FwdParams& p, int num_sms, int prefill_m, int decode_m,
                       int decode_n) {
   Plan plan;
@@ -86,16 +129,7 @@ inline Plan make_plan(const FwdParams& p, int num_sms, int prefill_m, int decode
   const long long prefill_ctas = (long long)ceil_div(p.rows, prefill_m) * bh;
   if (prefill_ctas >= num_sms || p.lk <= 0 || p.rows <= 0) return plan;
   plan.config = kDecode;
-  const long long ctas = (long long)ceil_div(p.rows, decode_m) * bh;
-  int keys = p.lk;  // keys one row can see at most
-  if (p.window_left >= 0 && p.window_right >= 0) keys = imin(keys, p.window_left + p.window_right + 1);
-  const int nblocks = ceil_div(keys, decode_n);
-  const long long want = ceil_div((int)(2LL * num_sms), (int)(ctas > 0 ? ctas : 1));
-  long long splits = want;
-  if (splits > nblocks / 2) splits = nblocks / 2;
-  if (splits > 128) splits = 128;
-  if (splits < 1) splits = 1;
-  plan.num_splits = (int)splits;
+  plan.num_splits = decode_splits(p, num_sms, decode_m, decode_n);
   return plan;
 }
 

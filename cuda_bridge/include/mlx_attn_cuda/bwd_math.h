@@ -54,7 +54,8 @@ MA_HD bool pair_score(const FwdParams& f, float x, int i, int j, bool keep, floa
   return true;
 }
 
-// p = exp(s - lse) for an allowed pair; a row whose lse is -inf has no allowed pair at all.
+// p = exp(s - lse) for an allowed pair; a row whose lse is -inf has no allowed pair at all.  A
+// NaN s or lse (NaN in the row) gives NaN, which then reaches dq, dk, dv (SPEC: NaN propagates).
 MA_HD float pair_prob(float s, float lse) { return lse == -INFINITY ? 0.f : expf(s - lse); }
 
 // Tile shapes of the backward kernels (4 warps per CTA; see bwd_kernel.cuh).

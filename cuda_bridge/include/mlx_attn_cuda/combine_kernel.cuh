@@ -1,9 +1,14 @@
 // Split-KV combine: out[row] = sum_s exp(lse_s - lse) * O_s[row], lse = log sum_s exp(lse_s).
 // One warp per output row (b, h, i); 4 rows per 128-thread CTA.  The per-split weights are
 // computed once per row into shared memory.  A split that saw no allowed key has lse_s = -inf
-// and weight 0; a row with no allowed key at all gets zeros and lse -inf.
+// and weight 0; a row with no allowed key at all gets zeros and lse -inf.  A NaN lse_s (NaN in
+// the row's scores) makes lse and the whole output row NaN: the max is max_nan, not fmaxf,
+// which would drop it and, when every split is NaN, return an empty row (SPEC: NaN propagates).
+// The scalar rules (max_nan, combined_lse, split_weight) are in blocks.h, where the host
+// self-check (host_tests/layout_check.cpp) runs them too.
 #pragma once
 
+#include "blocks.h"
 #include "params.h"
 #include "ptx.h"
 
@@ -12,9 +17,9 @@ namespace mlx_attn_cuda {
 constexpr int kMaxSplits = 128;
 constexpr int kCombineRowsPerCta = 4;
 
-__device__ __forceinline__ float warp_max(float x) {
+__device__ __forceinline__ float warp_max_nan(float x) {
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  for (int o = 16; o > 0; o >>= 1) x = max_nan(x, __shfl_xor_sync(0xffffffffu, x, o));
   return x;
 }
 
@@ -41,19 +46,17 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerCta) combine_kernel(const 
   for (int s = lane; s < S; s += 32) {
     const float l = p.lse_accum[(int64_t)s * total + row];
     w[s] = l;
-    mx = fmaxf(mx, l);
+    mx = max_nan(mx, l);
   }
-  mx = warp_max(mx);
+  mx = warp_max_nan(mx);
   __syncwarp();
-  float lse = -INFINITY;
-  if (mx != -INFINITY) {
-    float sum = 0.f;
+  float sum = 0.f;
+  if (mx != -INFINITY)
     for (int s = lane; s < S; s += 32) sum += expf(w[s] - mx);
-    sum = warp_sum(sum);
-    lse = mx + logf(sum);  // NaN partials propagate
-  }
+  sum = warp_sum(sum);  // all lanes: the shuffles need the whole warp
+  const float lse = combined_lse(mx, sum);
   __syncwarp();
-  for (int s = lane; s < S; s += 32) w[s] = (mx == -INFINITY) ? 0.f : expf(w[s] - lse);
+  for (int s = lane; s < S; s += 32) w[s] = split_weight(w[s], lse);
   __syncwarp();
 
   T* orow = static_cast<T*>(p.out) + b * p.o_sb + h * p.o_sh + (int64_t)i * p.o_sl;

@@ -131,6 +131,9 @@ __device__ __forceinline__ void apply_mask(const FwdParams& p, float (&acc)[kMTi
 
 // One online-softmax step: update the row max, rescale the O accumulator and the running sum,
 // and overwrite acc with p = exp2(s2 - max2).  `mul` is scale*log2(e) (fast path) or 1.
+// NaN: fmaxf leaves a NaN score out of the max, but its exp2 is NaN, so the row sum and P V are
+// NaN from then on (NaN * corr stays NaN) and finish_row writes lse NaN: the row propagates NaN
+// without a NaN-aware max in the hot loop.  The split-KV combine needs one (combine_kernel.cuh).
 template <int kMTiles, int kNTiles, int kDTiles>
 __device__ __forceinline__ void softmax_step(float (&acc)[kMTiles][kNTiles][4],
                                              float (&acc_o)[kMTiles][kDTiles][4],

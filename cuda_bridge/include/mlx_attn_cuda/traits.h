@@ -2,11 +2,15 @@
 //
 // PROVISIONAL: these were chosen without a GPU to measure on (the session that wrote them had
 // none).  They start from FlashAttention 2's published sm80 choices and from register and
-// shared-memory budgets computed by hand (and checked with `ptxas -v`, see the CMake option
-// MLX_ATTN_CUDA_PTXAS_VERBOSE: no spills), and must be re-measured on A100/H100 with
+// shared-memory budgets computed by hand, and must be re-measured on A100/H100 with
 // benchmarks/bench_cuda.py before they are called final.  What to measure per head dim:
 // kBlockM in {64, 128}, kBlockN in {32, 64, 128}, 4 vs 8 warps, kStages 1 vs 2, Q in
 // registers vs re-read from shared memory, causal and non-causal, L = 1k..16k.
+//
+// Spills: tests/test_cuda_ptxas.py compiles instances with `ptxas -v` (as the CMake option
+// MLX_ATTN_CUDA_PTXAS_VERBOSE does) and fails on spills.  With nvcc 13.0 the D=64 prefill tiles
+// (128x128) spill on sm_80/sm_90 and the D=128 prefill on sm_90; 128x64 for D=64 (either option
+// below) compiles spill-free: a candidate once it is timed on a GPU.
 //
 // Per-thread register budget (the accumulators dominate): a warp owns kBlockM / kNWarps rows
 // = kMTiles m16 tiles, so per thread
