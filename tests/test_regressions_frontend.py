@@ -429,3 +429,12 @@ def test_numpy_rows_without_keys_are_zeros_and_minus_inf():
         want, want_lse = reference(q, k, v, **options)
         assert np.isfinite(out).all() and not np.isnan(lse).any()
         assert max_error(out, want) <= 1e-4 and max_error(lse, want_lse) <= 1e-4
+
+
+def test_max_error_matches_nan_only_where_the_reference_has_nan():
+    from mlx_attn.reference import max_error
+    nan, inf = float("nan"), float("inf")
+    assert max_error(np.array([nan, 1.0]), [nan, 1.5]) == 0.5
+    assert max_error(np.array([0.0, 1.0]), [nan, 1.0]) == inf
+    assert max_error(np.array([nan, 1.0]), [0.0, 1.0]) == inf
+    assert max_error(np.array([inf, 1.0]), [-inf, 1.0]) == inf

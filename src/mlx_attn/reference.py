@@ -144,7 +144,8 @@ def reference_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale=None, causal=
 
 
 def max_error(got, want) -> float:
-    """max |got - want| over finite entries; inf if the non-finite patterns differ."""
+    """max |got - want| over finite entries; inf if the non-finite patterns differ (NaN where
+    NaN is expected matches)."""
     got, want = to_f64(got), np.asarray(want, dtype=np.float64)
     if got.shape != want.shape:
         raise ValueError(f"shape {got.shape} != reference shape {want.shape}")
@@ -152,7 +153,7 @@ def max_error(got, want) -> float:
         return 0.0
     finite = np.isfinite(want)
     if not np.array_equal(finite, np.isfinite(got)) or \
-            not np.array_equal(got[~finite], want[~finite]):
+            not np.array_equal(got[~finite], want[~finite], equal_nan=True):
         return float("inf")
     return float(np.abs(got[finite] - want[finite]).max(initial=0.0))
 

@@ -2,8 +2,9 @@
 emulated here, against the float64 reference (mlx_attn.reference), the only oracle.
 
 Backends: `math` and `cpu` (numpy, torch and MLX CPU arrays), `metal` under the project's MSL
-emulator (msl_emulator.metal_kernel as its kernel factory), `cuda` (torch CUDA tensors;
-one skip with the reason when there is no usable GPU). Each backend runs exactly the cases its
+emulator (msl_emulator.metal_kernel as its kernel factory), `cuda` (torch CUDA tensors on a GPU;
+without one, torch CPU tensors under MLX_ATTN_CUDA_EMULATE=1: the real kernel sources in the
+project's CUDA emulator, through the same dispatch, custom ops and autograd). Each backend runs exactly the cases its
 own `not_supported_reasons(call)` accepts: the cases are filtered at collection time on the
 AttentionCall of each case (`mlx_attn.validate.check_dense` / `check_varlen` on zeros).
 
@@ -13,7 +14,13 @@ within a few roundings of its dtype. Tolerances: tests/contract/tolerance.py.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import os
+
 import pytest
+
+from mlx_attn import config
 
 from mlx_attn.backends import by_name
 
@@ -25,6 +32,43 @@ BACKENDS = ("math", "cpu", "metal", "cuda")
 # (B*Hq*Lq*Lk*(D+Dv)) are left to a Mac, where the real `metal` backend is available and this
 # suite runs every case it supports, without the limit
 EMULATED_METAL_WORK = 6_000_000
+# the same for the CUDA emulator (each case also compiles one kernel library per dtype and
+# head-dim bucket, once per machine)
+EMULATED_CUDA_WORK = 3_000_000
+
+
+@contextlib.contextmanager
+def cuda_emulation():
+    """MLX_ATTN_CUDA_EMULATE=1 for the duration (the cuda backend then takes torch CPU tensors)."""
+    saved = os.environ.get("MLX_ATTN_CUDA_EMULATE")
+    os.environ["MLX_ATTN_CUDA_EMULATE"] = "1"
+    config.reload()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLX_ATTN_CUDA_EMULATE", None)
+        else:
+            os.environ["MLX_ATTN_CUDA_EMULATE"] = saved
+        config.reload()
+
+
+def _cuda_emulated() -> bool:
+    """No usable GPU, but the CUDA emulator and torch are here: the cuda cases run emulated."""
+    real = by_name("cuda")
+    return not (real is not None and real.available) and HAVE["torch"] and \
+        importlib.util.find_spec("cuda_emulator") is not None
+
+
+CUDA_EMULATED = _cuda_emulated()
+# Found by the emulator, left to the tensor-core backward (issue 17): the backward's delta =
+# rowsum(dout * out) reads the bf16-rounded out (as FlashAttention 2 does), which costs dq and dk
+# one bf16 ulp where the query has one row and few keys (no averaging): 2.8x the math path's
+# error here. Strict: fixing it fails this entry, which must then go.
+CUDA_KNOWN_FAILURES = {
+    "grad-1x1x1x1x7x40x40-window(9,4)-softcap4.0":
+        "CUDA backward: delta from the bf16-rounded out costs one bf16 ulp in dq/dk (issue 17)",
+}
 
 
 def _emulated_metal():
@@ -65,6 +109,8 @@ def _params():
     backends = {name: _backend_for_filtering(name) for name in BACKENDS}
     emulated = backends["metal"] is not None and backends["metal"].kernel_factory is not None
     for name, backend in backends.items():
+        if name == "cuda" and CUDA_EMULATED:
+            continue
         if backend is None or not backend.available:
             why = "not installed" if backend is None else "; ".join(backend.availability_reasons)
             params.append(pytest.param(name, None, None, None, id=f"{name}-unavailable",
@@ -78,12 +124,17 @@ def _params():
                     continue  # numpy has no bfloat16
                 call = None if kind == "mlx" else placeholder_call(case, kind, dtype)
                 for name, backend in backends.items():
-                    if backend is None or not backend.available:
+                    emulated_cuda = name == "cuda" and CUDA_EMULATED
+                    if emulated_cuda and kind == "torch":
+                        with cuda_emulation():
+                            if not backend.available or backend.not_supported_reasons(call):
+                                continue
+                    elif backend is None or not backend.available:
                         continue
                     if kind == "mlx":
                         _mlx_device(name, not emulated)
                         call = placeholder_call(case, kind, dtype)
-                    if backend.not_supported_reasons(call):
+                    if not emulated_cuda and backend.not_supported_reasons(call):
                         continue
                     if case.grad and "backward" not in backend.features:
                         continue
@@ -91,6 +142,12 @@ def _params():
                     if name == "metal" and emulated and _work(case) > EMULATED_METAL_WORK:
                         marks = pytest.mark.skip(reason="metal under the MSL emulator: case "
                                                  "over the emulator's budget (runs on a Mac)")
+                    elif emulated_cuda and _work(case) > EMULATED_CUDA_WORK:
+                        marks = pytest.mark.skip(reason="cuda under the CUDA emulator: case over "
+                                                 "the emulator's budget (runs on a GPU)")
+                    elif name == "cuda" and case.name in CUDA_KNOWN_FAILURES:
+                        marks = pytest.mark.xfail(reason=CUDA_KNOWN_FAILURES[case.name],
+                                                  strict=True)
                     else:
                         counts[name] = counts.get(name, 0) + 1
                     params.append(pytest.param(name, case, kind, dtype, marks=marks, id=f"{name}-{kind}-{dtype}-{case.name}"))
@@ -123,4 +180,8 @@ def emulated_metal():
 def test_contract(backend, case, kind, dtype):
     if kind == "mlx":
         _mlx_device(backend, REAL_METAL)
+    if backend == "cuda" and kind == "torch":  # emulated
+        with cuda_emulation():
+            run(backend, case, kind, dtype)
+        return
     run(backend, case, kind, dtype)
