@@ -4,7 +4,10 @@
   the tests import them from the clone.
 - Every test starts with the front end's per-signature caches empty, so that a test which swaps
   a backend's availability (monkeypatch) never sees a decision cached by another.
+- Tests marked `slow` (the emulators' longer matrices) run only with MLX_ATTN_SLOW_TESTS=1: CI's
+  30-minute budget on 2 cores runs the rest; a machine with time (or a GPU check) runs them too.
 """
+import os
 import pathlib
 import sys
 
@@ -21,3 +24,12 @@ def _fresh_dispatch_caches():
     dispatch.clear_cache()
     validate.clear_cache()
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("MLX_ATTN_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set MLX_ATTN_SLOW_TESTS=1 to run the longer matrices")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
