@@ -8,7 +8,7 @@ varlen with ragged (and empty) sequences, forward and backward; deterministic ba
 
 Every tile configuration, whatever the planner would pick for these small shapes: the
 extension's plan override (set_plan_override; MLX_ATTN_CUDA_CONFIG / MLX_ATTN_CUDA_SPLITS in
-the environment) forces the prefill kernels (two m16 tiles per warp, 128x128 tiles, the 8-warp
+the environment) forces the prefill kernels (128-row tiles, two m16 tiles per warp, the 8-warp
 D=192 kernel), the 64-row decode kernels, and split-KV with 2..16 splits plus the combine.
 Window sides up to 2**31 - 1 must act as unbounded; NaN in q must reach out, lse and the
 gradients through every configuration.  The override's own checks run without a GPU.
@@ -264,7 +264,7 @@ def test_opcheck_on_cuda():
 # -- every tile configuration, forced (the planner sends these small shapes to one of them) ----
 CONFIG_VARIANTS = ["plain", "causal", "gqa", "bool_mask", "add_mask", "window", "softcap", "dv"]
 CONFIG_LENGTHS = [(1, 203), (7, 113), (113, 7), (113, 113), (203, 203)]
-CONFIG_DIMS = [32, 64, 128, 192, 256]  # 192: the 8-warp prefill kernel; 64: 128x128 tiles
+CONFIG_DIMS = [32, 64, 128, 192, 256]  # 192: the 8-warp prefill kernel; 128: 128x32 tiles
 
 
 def _plan_of(q, k, v, causal=False, window=(-1, -1)):

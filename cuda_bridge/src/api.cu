@@ -61,11 +61,19 @@ namespace mlx_attn_cuda {
 MA_FOR_EACH_HDIM(MA_DECLARE)
 #undef MA_DECLARE
 
-// The planner's numbers must be the traits' numbers.
-#define MA_CHECK_TILES(D)                                                                  \
-  static_assert(TraitsFor<__half, D, kPrefill>::type::kBlockM == 0 + (D == 256 ? 64 : 128), \
-                "tile table");                                                             \
-  static_assert(TraitsFor<__half, D, kDecode>::type::kBlockM == 64, "tile table");
+// The planner's numbers must be the traits' numbers (tile_sizes reads them from the traits
+// table; this checks the kernels' own element types and the config constants).
+template <typename T, int D>
+constexpr bool tiles_match() {
+  using P = typename TraitsFor<T, D, kPrefill>::type;
+  using Dc = typename TraitsFor<T, D, kDecode>::type;
+  constexpr TileSizes t = tile_sizes(D);
+  return t.prefill_m == P::kBlockM && t.prefill_n == P::kBlockN && t.decode_m == Dc::kBlockM &&
+         t.decode_n == Dc::kBlockN;
+}
+#define MA_CHECK_TILES(D)                                                   \
+  static_assert(tiles_match<__half, D>() && tiles_match<__nv_bfloat16, D>(), \
+                "planner tile sizes differ from traits.h (D=" #D ")");
 MA_CHECK_TILES(32)
 MA_CHECK_TILES(64)
 MA_CHECK_TILES(96)
@@ -73,10 +81,6 @@ MA_CHECK_TILES(128)
 MA_CHECK_TILES(192)
 MA_CHECK_TILES(256)
 #undef MA_CHECK_TILES
-static_assert(TraitsFor<__half, 32, kDecode>::type::kBlockN == 128, "tile table");
-static_assert(TraitsFor<__half, 64, kDecode>::type::kBlockN == 128, "tile table");
-static_assert(TraitsFor<__half, 128, kDecode>::type::kBlockN == 64, "tile table");
-static_assert(TraitsFor<__half, 32, kPrefill>::type::kBlockN == 128, "tile table");
 
 __global__ void probe_kernel() {}
 

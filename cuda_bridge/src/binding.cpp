@@ -320,7 +320,7 @@ Checked check_bwd_args(BwdParams& bp, const Array& dout, const Array& q, const A
 
 // ---- forced planner choice ---------------------------------------------------------------
 // The planner sends small problems to the decode tiles, so tests on small shapes would never run
-// the prefill kernels (two m16 tiles per warp, 128x128 tiles, the 8-warp D=192 kernel) nor a
+// the prefill kernels (128-row tiles, two m16 tiles per warp, the 8-warp D=192 kernel) nor a
 // chosen split count.  An override forces them: from the environment, read once at the first
 // plan() (MLX_ATTN_CUDA_CONFIG=prefill|decode|auto, MLX_ATTN_CUDA_SPLITS=<1..128>; SPLITS alone
 // implies decode), or from set_plan_override(), which replaces it for the rest of the process.

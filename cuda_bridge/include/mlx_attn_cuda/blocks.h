@@ -82,10 +82,10 @@ MA_HD bool block_needs_mask(const FwdParams& p, int r0, int block_m, int n, int 
   const int j0 = n * block_n;            // first key of the block (< lk: key_blocks)
   if (j0 > p.lk - block_n) return true;  // the key tail: j0 + block_n - 1 >= lk
   const int j1 = j0 + block_n - 1;       // last key
-  // min(r0 + block_m, rows) - 1 without int overflow (rows < 2^31).  The prefill kernels sit at
-  // 255 registers, where ptxas' spills swing with how this is written: this form (unsigned min,
-  // window tests as differences) left the sm_80 D=128 prefill kernel spill-free with nvcc 13.0
-  // (tests/test_cuda_ptxas.py), where r0 + imin(block_m, rows - r0) did not.
+  // min(r0 + block_m, rows) - 1 without int overflow (rows < 2^31).  Near 255 registers ptxas'
+  // spills swing with how this is written: this form (unsigned min, window tests as
+  // differences) left the sm_80 D=128 prefill kernel with 128x64 tiles spill-free with nvcc
+  // 13.0, where r0 + imin(block_m, rows - r0) did not (traits.h now leaves more room).
   const unsigned r_end = (unsigned)r0 + (unsigned)block_m;
   const int r_last = (int)(r_end < (unsigned)p.rows ? r_end : (unsigned)p.rows) - 1;
   const int i_min = r0 / p.group, i_max = r_last / p.group;

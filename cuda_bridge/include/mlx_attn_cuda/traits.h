@@ -1,42 +1,51 @@
 // Tile configurations per head-dim bucket.
 //
-// PROVISIONAL: these were chosen without a GPU to measure on (the session that wrote them had
-// none).  They start from FlashAttention 2's published sm80 choices and from register and
-// shared-memory budgets computed by hand, and must be re-measured on A100/H100 with
-// benchmarks/bench_cuda.py before they are called final.  What to measure per head dim:
-// kBlockM in {64, 128}, kBlockN in {32, 64, 128}, 4 vs 8 warps, kStages 1 vs 2, Q in
-// registers vs re-read from shared memory, causal and non-causal, L = 1k..16k.
+// Chosen without a GPU: from FlashAttention 2's sm80/sm90 choices (flash_fwd_launch_template.h,
+// run_mha_fwd_hdim*), the register and shared-memory budgets below, and ptxas.  Timing on
+// A100/H100 (benchmarks/bench_cuda.py) may still move them: kBlockN in {32, 64, 128}, 4 vs 8
+// warps, kStages 1 vs 2, Q in registers vs re-read from shared memory, causal and not.
 //
-// Spills: tests/test_cuda_ptxas.py compiles instances with `ptxas -v` (as the CMake option
-// MLX_ATTN_CUDA_PTXAS_VERBOSE does) and fails on spills.  With nvcc 13.0 the D=64 prefill tiles
-// (128x128) spill on sm_80/sm_90 and the D=128 prefill on sm_90; 128x64 for D=64 (either option
-// below) compiles spill-free: a candidate once it is timed on a GPU.
-//
-// Per-thread register budget (the accumulators dominate): a warp owns kBlockM / kNWarps rows
-// = kMTiles m16 tiles, so per thread
+// Per-thread registers (the accumulators dominate).  A warp owns kBlockM / kNWarps rows =
+// kMTiles m16 tiles, so per thread
 //     O accumulator  kMTiles * kHeadDim / 2      floats
 //     S accumulator  kMTiles * kBlockN / 2       floats
 //     Q in registers kMTiles * kHeadDim / 4      32-bit regs (if kQInRegs)
-// and shared memory is (kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2 bytes.  sm86/sm89 allow
-// 99 KB of shared memory per CTA, sm80 163 KB, sm90 227 KB: every prefill config fits in 99 KB
-// so one binary serves all of them.
+// Shared memory is (kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2 bytes.  sm86/sm89 allow
+// 99 KB per CTA (100 KB per SM), sm80 163 KB, sm90 227 KB; every config fits in 99 KB, so one
+// binary serves all of them.  At 255 registers x 128 threads an SM holds 2 CTAs of 4 warps; a
+// config at <= 48 KB keeps both on sm86 too.
 //
-// Prefill (kPrefill), chosen per bucket:
-//   32 : 128 x 128, 4 warps, Q in regs, 2 stages.  O 32 + S 128 + Q 16 regs; 40 KB smem.
-//        Tiny head dim: large key tiles amortise the softmax; smem is cheap so double-buffer.
-//   64 : 128 x 128, 4 warps, Q in smem, 1 stage.  O 64 + S 128; 48 KB.  FA2's choice.  The
-//        alternative to measure: 128 x 64, Q in registers, 2 stages (O 64 + S 64 + Q 32).
-//   96 : 128 x 64, 4 warps, Q in smem, 1 stage.  O 96 + S 64 (Q in regs would add 48 and risk
-//        spills); 48 KB -> 2+ CTAs/SM on every arch.  (FA2: 128 x 64 on sm80/90.)
-//   128: 128 x 64, 4 warps, Q in smem, 1 stage.  O 128 + S 64; 64 KB -> 2 CTAs/SM on sm80
-//        (3 on sm90).  This is FA2's sm80/sm90 choice, the one that reaches ~FA2 throughput.
-//   192: 128 x 64, 8 warps, Q in regs, 1 stage.  16 rows per warp: O 96 + S 32 + Q 48; 96 KB
-//        (just under sm86/89's 99 KB).
-//   256: 64 x 64, 4 warps, Q in smem, 1 stage.  O 128 + S 32; 96 KB.  FA2 uses 128 x 64 with
-//        8 warps (128 KB) where the smem allows (sm80, sm90): measure that as a second config.
+// Spills (tests/test_cuda_ptxas.py fails on any, every bucket, sm_80 and sm_90, nvcc 13.0).
+// Our kernel does not fit FA2's widest tiles: with 2 m16 tiles per warp, an S tile 128 keys
+// wide (S = 128 floats: FA2's D=32/64 choice) or O + S = 128 + 64 floats (FA2's D=128 choice
+// on A100/H100) spill, whatever the code around them (ptxas runs out at 255).  The prefill
+// configs of D=32/64/128 below still compile spill-free under -maxrregcount 232 (kernel without
+// __launch_bounds__) on both archs, some room for another compiler; D=96/192/256 only at 255.
+//
+// Prefill (kPrefill); O, S, Q: registers per thread as counted above.
+//   D    tile     warps  Q     stages  O + S (+ Q)    smem   FA2 on sm80/sm90
+//   32   128x64   4      regs  2       32 + 64 + 16   24 KB  128x128 w4
+//   64   128x64   4      smem  2       64 + 64        48 KB  128x128 w4 (128x64 with dropout)
+//   96   128x64   4      smem  1       96 + 64        48 KB  128x64 w4
+//   128  128x32   4      smem  1       128 + 32       48 KB  128x64 w4 (sm86: 128x32 / 64x64)
+//   192  128x64   8      regs  1       96 + 32 + 48   96 KB  128x64 w8
+//   256  64x64    4      smem  1       128 + 32       96 KB  128x64 w8 (A100), 64x64 w4 (H100)
+// Why ours differ:
+//   32, 64: 128-key tiles (S = 128) spill; 64 keys per step halve S.  D=32 keeps Q in registers
+//     (16 regs, saves re-reading Q from smem every key block); D=64 does not (32 regs: no room
+//     left under -maxrregcount 232 on sm_90).  A second K/V stage costs no occupancy at
+//     <= 48 KB, so both prefetch three tiles ahead.
+//   128: O + S = 128 + 64 spills on sm_90 (sm_80 only just fits); 128x32 is FA2's sm86
+//     non-causal and dropout tile, 48 KB keeps 2 CTAs/SM on sm86.  Its cost: one O rescale
+//     (128 FMULs) and two barriers per 32 keys instead of per 64.  A second stage (64 KB) would
+//     leave one CTA per SM on sm86.
+//   256: FA2's 128x64 needs 128 KB (> 99 KB); 64x64 is its H100 choice.
+// 8 warps halve the rows per warp and so double each warp's K/V shared-memory reads per FLOP
+// (FA2: 18% slower at D=64, 28% at D=128): used only at D=192, where 4 warps cannot hold O.
 //
 // Decode / split-KV (kDecode): 64-row tiles (4 warps x 16 rows), since Lq * G is small there;
-// the kernel is memory bound, so the key tile and the pipeline depth matter, not the MMA shape.
+// the kernel is memory bound, so the key tile and the pipeline depth matter, not the MMA shape
+// (FA2's split-KV: 64 x 256 / 128 / 64 for D <= 64 / <= 128 / more).
 //   32, 64 : 64 x 128, 2 stages (hdim 64: 72 KB)
 //   96, 128: 64 x 64,  2 stages (hdim 128: 80 KB)
 //   192, 256: 64 x 64, 1 stage (hdim 256: 96 KB)
@@ -93,10 +102,10 @@ struct TraitsFor;
   };
 
 // prefill:  D    cfg     BM   BN   W  S  Q in regs
-MA_TRAITS(32,  0, 128, 128, 4, 2, true)
-MA_TRAITS(64,  0, 128, 128, 4, 1, false)
+MA_TRAITS(32,  0, 128, 64,  4, 2, true)
+MA_TRAITS(64,  0, 128, 64,  4, 2, false)
 MA_TRAITS(96,  0, 128, 64,  4, 1, false)
-MA_TRAITS(128, 0, 128, 64,  4, 1, false)
+MA_TRAITS(128, 0, 128, 32,  4, 1, false)
 MA_TRAITS(192, 0, 128, 64,  8, 1, true)
 MA_TRAITS(256, 0, 64,  64,  4, 1, false)
 // decode / split-KV
@@ -108,19 +117,29 @@ MA_TRAITS(192, 1, 64, 64,  4, 1, false)
 MA_TRAITS(256, 1, 64, 64,  4, 1, false)
 #undef MA_TRAITS
 
-// Tile sizes as plain numbers for the host planner (must match the table above).
+// Tile sizes as plain numbers for the host planner, read from the table above (the element
+// type only sizes shared memory).  Other values get D=256's (callers check the
+// head dim first; never a zero tile to divide by).
 struct TileSizes {
   int prefill_m, prefill_n, decode_m, decode_n;
 };
 
-inline TileSizes tile_sizes(int head_dim_bucket) {
+template <int kHeadDim>
+constexpr TileSizes tile_sizes_of() {
+  using P = typename TraitsFor<unsigned short, kHeadDim, 0>::type;
+  using D = typename TraitsFor<unsigned short, kHeadDim, 1>::type;
+  return {P::kBlockM, P::kBlockN, D::kBlockM, D::kBlockN};
+}
+
+constexpr TileSizes tile_sizes(int head_dim_bucket) {
   switch (head_dim_bucket) {
-    case 32: return {128, 128, 64, 128};
-    case 64: return {128, 128, 64, 128};
-    case 96: return {128, 64, 64, 64};
-    case 128: return {128, 64, 64, 64};
-    case 192: return {128, 64, 64, 64};
-    default: return {64, 64, 64, 64};
+    case 32: return tile_sizes_of<32>();
+    case 64: return tile_sizes_of<64>();
+    case 96: return tile_sizes_of<96>();
+    case 128: return tile_sizes_of<128>();
+    case 192: return tile_sizes_of<192>();
+    case 256: return tile_sizes_of<256>();
+    default: return tile_sizes_of<256>();
   }
 }
 
