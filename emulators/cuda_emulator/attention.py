@@ -65,7 +65,9 @@ class _Attn(ctypes.Structure):  # EmuAttn in attention_host.cpp
                 [(n, ctypes.c_int64) for n in ("mask_type", "b", "hq", "hkv", "lq", "lk", "d", "dv_dim")] +
                 [("scale", ctypes.c_double), ("softcap", ctypes.c_double)] +
                 [(n, ctypes.c_int64) for n in ("causal", "window_left", "window_right", "config", "num_splits",
-                                                "num_sms")])
+                                                "num_sms")] +
+                [(n, ctypes.c_void_p) for n in ("cu_seqlens_q", "cu_seqlens_k")] + [("total_q", ctypes.c_int64)] +
+                [("deterministic", ctypes.c_int64), ("dq_accum", ctypes.c_void_p)])
 
 
 def library(dtype: str, bucket: int, patches=None):

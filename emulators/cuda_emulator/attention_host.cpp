@@ -30,6 +30,12 @@ struct EmuAttn {
   int64_t mask_type, b, hq, hkv, lq, lk, d, dv_dim;
   double scale, softcap;
   int64_t causal, window_left, window_right, config, num_splits, num_sms;
+  // fused varlen (params.h): int32 [n + 1] each, or null; total_q = cu_seqlens_q[n]
+  const int *cu_seqlens_q, *cu_seqlens_k;
+  int64_t total_q;
+  // backward: deterministic dQ (no atomics), else dq_accum float32 [rows of lse, d]
+  int64_t deterministic;
+  float* dq_accum;
 };
 }
 
@@ -55,6 +61,7 @@ static FwdParams fwd_params(const EmuAttn& a) {
   p.softcap = (float)a.softcap;
   p.window_left = mlx_attn_common::window_side(a.window_left);
   p.window_right = fold_causal(a.causal != 0, mlx_attn_common::window_side(a.window_right));
+  p.cu_seqlens_q = a.cu_seqlens_q, p.cu_seqlens_k = a.cu_seqlens_k, p.total_q = (int)a.total_q;
   return p;
 }
 
@@ -90,6 +97,8 @@ __attribute__((visibility("default"))) int emu_bwd(const EmuAttn* a, char* err, 
   p.dq = a->dq.data, p.dq_sb = a->dq.sb, p.dq_sh = a->dq.sh, p.dq_sl = a->dq.sl;
   p.dk = a->dk.data, p.dk_sb = a->dk.sb, p.dk_sh = a->dk.sh, p.dk_sl = a->dk.sl;
   p.dv = a->dv.data, p.dv_sb = a->dv.sb, p.dv_sh = a->dv.sh, p.dv_sl = a->dv.sl;
+  p.deterministic = a->deterministic != 0;
+  p.dq_accum = a->dq_accum;
   try {
     EMU_NAME(run_bwd_, EMU_TAG, _, EMU_HDIM)(p, nullptr);
   } catch (const std::exception& e) {

@@ -66,7 +66,45 @@ struct FwdParams {
   int window_left = -1, window_right = -1;
 
   int num_splits = 1;
+
+  // Fused varlen (cu_seqlens_q != nullptr; SPEC: no mask, no split-KV).  b counts sequences:
+  // sequence b is rows [cu_seqlens_q[b], cu_seqlens_q[b + 1]) of the packed q/out (and dout/dq)
+  // and [cu_seqlens_k[b], cu_seqlens_k[b + 1]) of k/v (dk/dv).  The host sets the batch strides
+  // to 0 (the sequence's first row comes from Seq below), lq/lk to the longest lengths (grid
+  // sizes; rows = lq * group) and total_q to cu_seqlens_q[b].  Causal and window are
+  // bottom-right aligned per sequence.  lse (and the backward's delta) are [Hq, total_q].
+  const int* cu_seqlens_q = nullptr;
+  const int* cu_seqlens_k = nullptr;
+  int total_q = 0;
 };
+
+// One (dense batch entry or varlen sequence)'s place in the tensors: its first query and key
+// row and its lengths.  Dense: rows 0 of batch b (whose batch stride the pointers add), lq, lk.
+struct Seq {
+  int64_t q0 = 0, k0 = 0;  // first row: add q0 * q_sl (out, dout, dq too), k0 * k_sl (v, dk, dv)
+  int lq = 0, lk = 0;      // this sequence's lengths (<= p.lq, p.lk)
+};
+
+MA_HD Seq seq_of(const FwdParams& p, int b) {
+  Seq s;
+  if (p.cu_seqlens_q == nullptr) {
+    s.lq = p.lq;
+    s.lk = p.lk;
+    return s;
+  }
+  s.q0 = p.cu_seqlens_q[b];
+  s.k0 = p.cu_seqlens_k[b];
+  s.lq = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
+  s.lk = p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b];
+  return s;
+}
+
+// Index of row i of query head h of batch entry / sequence b in lse (and the backward's delta,
+// dq_accum rows): dense [B, Hq, Lq], varlen [Hq, total_q].
+MA_HD int64_t lse_index(const FwdParams& p, const Seq& s, int b, int h, int i) {
+  if (p.cu_seqlens_q == nullptr) return ((int64_t)b * p.hq + h) * p.lq + i;
+  return (int64_t)h * p.total_q + s.q0 + i;
+}
 
 }  // namespace mlx_attn_cuda
 
@@ -83,14 +121,19 @@ struct BwdParams {
   const float* dlse = nullptr;
   // Workspace float32 [B, Hq, Lq] contiguous: delta = dot(dout, out) - dlse per row.
   float* delta = nullptr;
-  // Outputs in q's dtype, shaped and strided like q, k, v.  Every element is written by exactly
-  // one thread (no atomics), so the result is bitwise reproducible.
+  // Outputs in q's dtype, shaped and strided like q, k, v.
   void* dq = nullptr;
   int64_t dq_sb = 0, dq_sh = 0, dq_sl = 0;
   void* dk = nullptr;
   int64_t dk_sb = 0, dk_sh = 0, dk_sl = 0;
   void* dv = nullptr;
   int64_t dv_sb = 0, dv_sh = 0, dv_sl = 0;
+  // deterministic: no float atomics anywhere, the same bits on every run and schedule.
+  // Otherwise dQ is accumulated with float32 atomics into dq_accum (float32, one row of
+  // f.d values per lse_index row, i.e. [B * Hq * Lq, D] dense or [Hq * total_q, D] varlen;
+  // contiguous, allocated by the caller, zeroed and converted by the backward kernels).
+  bool deterministic = false;
+  float* dq_accum = nullptr;
 };
 
 }  // namespace mlx_attn_cuda
