@@ -8,7 +8,8 @@ FlashAttention's conventions: hidden 2048 (H = 2048 / D), batch = 16k / L, FLOPs
 4 * B * H * L^2 * D (halved when causal), backward = 2.5x forward.  torch's is_causal is
 top-left aligned while ours is bottom-right; with Lq == Lk they coincide.  Decode: Lq = 1,
 GQA 32/8, Lk up to 128k, reported in GB/s of K/V read and as time.  varlen: ragged lengths
-packed vs the same batch padded to the longest sequence through torch SDPA.
+packed vs the same batch padded to the longest sequence (ours dense and torch SDPA flash).
+--deterministic measures the backward's atomics-free dQ mode.
 Times come from mlx_attn.timing.measure (median).  Prints a markdown table per section and
 the ratio ours / best SDPA backend in the same run.  Needs a CUDA GPU.
 """
@@ -123,9 +124,10 @@ def bench_decode(torch, dtype, quick):
 
 def bench_varlen(torch, dtype, quick):
     print(f"\n### varlen, {dtype}, H = 16, D = 128, causal, forward+backward "
-          f"(packed ours vs padded torch SDPA flash)\n")
-    _row(["sequences", "total tokens", "ours packed", "sdpa flash padded", "ratio"])
-    _row(["---"] * 5)
+          f"(ours packed vs padded to the longest sequence: ours and torch SDPA flash)\n")
+    _row(["sequences", "total tokens", "ours packed", "ours padded", "sdpa flash padded",
+          "packed / best padded"])
+    _row(["---"] * 6)
     rng = random.Random(0)
     for n, longest in ([(8, 2048)] if quick else [(8, 2048), (32, 1024), (64, 4096)]):
         lens = [rng.randint(1, longest) for _ in range(n)]
@@ -138,10 +140,13 @@ def bench_varlen(torch, dtype, quick):
                       for _ in range(3))
         ours = _grad_fn(torch, lambda: flash_attention_varlen(q, k, v, cu, cu, L, L, causal=True,
                                                               backend="cuda"), (q, k, v))
+        ours_padded = _grad_fn(torch, lambda: flash_attention(qp, kp, vp, causal=True,
+                                                              backend="cuda"), (qp, kp, vp))
         padded = _grad_fn(torch, _sdpa(torch, "flash", qp, kp, vp, True), (qp, kp, vp))
-        a, b = _time(ours)[0], _time(padded)[0]
-        _row([n, total, _fmt(a, None), _fmt(b, None),
-              f"{b / a:.2f}x" if a and b else "n/a"])
+        a, b, c = _time(ours)[0], _time(ours_padded)[0], _time(padded)[0]
+        best = min((x for x in (b, c) if x), default=None)
+        _row([n, total, _fmt(a, None), _fmt(b, None), _fmt(c, None),
+              f"{best / a:.2f}x" if a and best else "n/a"])
 
 
 def main(argv=None) -> int:
@@ -149,6 +154,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=["fwd", "fwdbwd", "decode", "varlen"])
     parser.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="torch.use_deterministic_algorithms(True): our backward then runs "
+                             "its dQ pass without atomics (SDPA backends may refuse)")
     args = parser.parse_args(argv)
     import torch
 
@@ -156,7 +164,10 @@ def main(argv=None) -> int:
         print("bench_cuda: no CUDA device visible to torch; nothing to measure")
         return 0
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
-    print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}"
+          f"{'  deterministic' if args.deterministic else ''}")
     if args.only in (None, "fwd"):
         bench_dense(torch, dtype, args.quick, backward=False)
     if args.only in (None, "fwdbwd"):
