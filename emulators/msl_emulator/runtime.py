@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import simt_runtime
+from simt_runtime import SCHEDULES
 
 from . import compiler, options
 from .errors import MetalEmulatorError
@@ -147,7 +148,7 @@ def launch(fn_addr: int, kernel_label: str, params: list[Param], inputs: list[In
         L.grid[d] = int(grid[d])
         L.threadgroup[d] = min(int(threadgroup[d]), int(grid[d])) if int(grid[d]) > 0 else int(threadgroup[d])
     L.nworkers = opts.workers
-    L.schedule = options.SCHEDULES[opts.schedule]
+    L.schedule = SCHEDULES[opts.schedule]
     L.seed = opts.seed & 0xFFFFFFFFFFFFFFFF
     L.tg_mem_limit = options.THREADGROUP_MEMORY_LIMIT
     L.stack_kb = opts.stack_kb
