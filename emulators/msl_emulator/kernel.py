@@ -21,7 +21,9 @@ def _with_line_markers(body: str, ks: KernelSource) -> str:
     (line N of the `source` string), "header line N" or "signature line N"."""
     lines = body.split("\n")
     marks = {ks.body_line: "source"}
-    if ks.signature_line >= 0:
+    if ks.line_marks is not None:
+        marks = dict(ks.line_marks)
+    elif ks.signature_line >= 0:
         marks[ks.signature_line] = "signature"
         if ks.signature_line > 0:
             marks[0] = "header"
@@ -43,7 +45,7 @@ def cpp_source(ks: KernelSource, label: str) -> str:
     for i, p in enumerate(ks.params):
         t = f"::metal::atomic<{p.ctype}>" if p.atomic else p.ctype
         if p.ref:
-            args.append(f"*(const {t}*)__b[{i}].ptr")
+            args.append(f"*({'const ' if p.is_const else ''}{t}*)__b[{i}].ptr")
         elif p.is_const:
             args.append(f"::msl_emu::dptr<const {t}>(&__b[{i}])")
         else:

@@ -137,13 +137,30 @@ def launch(fn_addr: int, kernel_label: str, params: list[Param], inputs: list[In
         keep.append(mem)
         b.ptr, b.lo, b.hi = mem.addr, mem.addr, mem.addr + mem.nbytes
 
+    run(fn_addr, kernel_label, bufs, len(params), grid, threadgroup)
+    del keep
+
+    results = []
+    for mem, count, name, shape in outs:
+        data = np.array(mem.view(np_dtype(name), count)).reshape(shape)
+        arr = mx.array(data)
+        if name == "bfloat16":
+            arr = arr.view(mx.bfloat16)
+        results.append(arr)
+    return results
+
+
+def run(fn_addr: int, kernel_label: str, bufs, nbufs: int, grid, threadgroup) -> None:
+    """Runs a compiled kernel on bound buffers (an array of ``simt_runtime.SimtBuffer``).
+    Like Metal's ``dispatchThreads``, ``grid`` counts threads; the threadgroup is clamped to
+    the grid in each dimension (MLX does so; a partial threadgroup is what Metal runs then).
+    A bad launch raises ValueError, a hazard MetalEmulatorError."""
     opts = options.current()
     names = simt_runtime.op_names(compiler.OP_NAMES)
     L = simt_runtime.SimtLaunch()
     L.fn = fn_addr
     L.bufs = bufs
-    L.nbufs = len(params)
-    # MLX clamps the threadgroup to the grid in each dimension.
+    L.nbufs = nbufs
     for d in range(3):
         L.grid[d] = int(grid[d])
         L.threadgroup[d] = min(int(threadgroup[d]), int(grid[d])) if int(grid[d]) > 0 else int(threadgroup[d])
@@ -159,17 +176,7 @@ def launch(fn_addr: int, kernel_label: str, params: list[Param], inputs: list[In
     L.n_op_names = len(compiler.OP_NAMES)
     compiler.runtime()
     rc, message = simt_runtime.launch(L)
-    del keep
     if rc == 2:
         raise ValueError(message)
     if rc != 0:
         raise MetalEmulatorError(message)
-
-    results = []
-    for mem, count, name, shape in outs:
-        data = np.array(mem.view(np_dtype(name), count)).reshape(shape)
-        arr = mx.array(data)
-        if name == "bfloat16":
-            arr = arr.view(mx.bfloat16)
-        results.append(arr)
-    return results

@@ -153,6 +153,9 @@ class KernelSource:
     # (hazard reports name "header line N" / "source line N").
     signature_line: int = 0
     body_line: int = 0
+    # {0-based line: label} of the #line markers; None: header / signature / source as above
+    # (a whole source handed to torch_mps.compile_shader is marked "source" from its first line)
+    line_marks: dict | None = None
 
 
 def kernel_name(name: str, template_args, inputs: list[InputDesc], output_dtypes) -> str:

@@ -4,6 +4,9 @@ MLX_ATTN        auto | flash | math | <backend name>   (default auto)
 MLX_ATTN_CHUNK  <n> | 0 | off                          (default: automatic chunking)
 MLX_ATTN_CUDA_EMULATE  1 | 0                           (default 0; a verification switch: the
                 cuda backend runs its kernels in the CUDA emulator, on torch CPU tensors)
+MLX_ATTN_METAL_EMULATE 1 | 0                           (default 0; a verification switch: the
+                metal backend takes torch CPU tensors as if on `mps` and runs its torch
+                launcher on the MSL emulator's stand-in for torch.mps.compile_shader)
 """
 from __future__ import annotations
 
@@ -40,12 +43,21 @@ def chunk_setting() -> int | None:
 
 @functools.cache
 def cuda_emulate() -> bool:
-    raw = os.environ.get("MLX_ATTN_CUDA_EMULATE", "").strip().lower()
+    return _switch("MLX_ATTN_CUDA_EMULATE")
+
+
+@functools.cache
+def metal_emulate() -> bool:
+    return _switch("MLX_ATTN_METAL_EMULATE")
+
+
+def _switch(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
     if raw in ("", "0", "off", "false", "no"):
         return False
     if raw in ("1", "on", "true", "yes"):
         return True
-    raise ValueError(f"MLX_ATTN_CUDA_EMULATE must be 1 or 0, got {raw!r}")
+    raise ValueError(f"{name} must be 1 or 0, got {raw!r}")
 
 
 # What modules above this one cached from the environment, forgotten on reload (they register
@@ -63,5 +75,6 @@ def reload() -> None:
     requested_backend.cache_clear()
     chunk_setting.cache_clear()
     cuda_emulate.cache_clear()
+    metal_emulate.cache_clear()
     for hook in _RELOAD_HOOKS:
         hook()
