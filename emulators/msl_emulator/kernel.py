@@ -4,13 +4,15 @@ from __future__ import annotations
 import threading
 
 from . import compiler, runtime
-from .signature import InputDesc, KernelSource, dtype_name, generate
+from .signature import METAL_ATTRIBUTES, InputDesc, KernelSource, dtype_name, generate
 from .translate import translate
 
 _GLUE_ATTR = {
     "uint": "__ti->{a}",
     "uint3": "::metal::uint3(__ti->{a}[0], __ti->{a}[1], __ti->{a}[2])",
 }
+
+_NATIVE_ATTR = dict(METAL_ATTRIBUTES)
 
 _sources: dict[str, tuple[int, KernelSource]] = {}
 _sources_lock = threading.Lock()
@@ -51,7 +53,10 @@ def cpp_source(ks: KernelSource, label: str) -> str:
         else:
             args.append(f"::msl_emu::dptr<{t}>(&__b[{i}])")
     for attr, t in ks.attributes:
-        args.append(_GLUE_ATTR[t].format(a=attr))
+        if t == "uint" and _NATIVE_ATTR.get(attr) == "uint3":
+            args.append(f"__ti->{attr}[0]")  # a whole source may take the x component alone
+        else:
+            args.append(_GLUE_ATTR[t].format(a=attr))
     call = ks.kernel_name + ks.template_args
     arglist = ",\n      ".join(args)
     return (
