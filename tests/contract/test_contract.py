@@ -2,7 +2,8 @@
 emulated here, against the float64 reference (mlx_attn.reference), the only oracle.
 
 Backends: `math` and `cpu` (numpy, torch and MLX CPU arrays), `metal` under the project's MSL
-emulator (msl_emulator.metal_kernel as its kernel factory), `cuda` (torch CUDA tensors on a GPU;
+emulator (MLX arrays: msl_emulator.metal_kernel as its kernel factory; torch CPU tensors under
+MLX_ATTN_METAL_EMULATE=1: the torch launcher on msl_emulator.torch_mps.compile_shader), `cuda` (torch CUDA tensors on a GPU;
 without one, torch CPU tensors under MLX_ATTN_CUDA_EMULATE=1: the real kernel sources in the
 project's CUDA emulator, through the same dispatch, custom ops and autograd). Each backend runs exactly the cases its
 own `not_supported_reasons(call)` accepts: the cases are filtered at collection time on the
@@ -38,19 +39,30 @@ EMULATED_CUDA_WORK = 3_000_000
 
 
 @contextlib.contextmanager
-def cuda_emulation():
-    """MLX_ATTN_CUDA_EMULATE=1 for the duration (the cuda backend then takes torch CPU tensors)."""
-    saved = os.environ.get("MLX_ATTN_CUDA_EMULATE")
-    os.environ["MLX_ATTN_CUDA_EMULATE"] = "1"
+def _switched_on(variable: str):
+    """`variable`=1 for the duration (an emulation switch), then as it was."""
+    saved = os.environ.get(variable)
+    os.environ[variable] = "1"
     config.reload()
     try:
         yield
     finally:
         if saved is None:
-            os.environ.pop("MLX_ATTN_CUDA_EMULATE", None)
+            os.environ.pop(variable, None)
         else:
-            os.environ["MLX_ATTN_CUDA_EMULATE"] = saved
+            os.environ[variable] = saved
         config.reload()
+
+
+def cuda_emulation():
+    """MLX_ATTN_CUDA_EMULATE=1 for the duration (the cuda backend then takes torch CPU tensors)."""
+    return _switched_on("MLX_ATTN_CUDA_EMULATE")
+
+
+def metal_torch_emulation():
+    """MLX_ATTN_METAL_EMULATE=1 for the duration (the metal backend's torch launcher then takes
+    torch CPU tensors, on the MSL emulator's compile_shader)."""
+    return _switched_on("MLX_ATTN_METAL_EMULATE")
 
 
 def _cuda_emulated() -> bool:
@@ -61,6 +73,18 @@ def _cuda_emulated() -> bool:
 
 
 CUDA_EMULATED = _cuda_emulated()
+
+
+def _metal_torch_emulated() -> bool:
+    """No MPS device, but torch and the MSL emulator are here: the metal backend's torch cases
+    run emulated (torch CPU tensors under MLX_ATTN_METAL_EMULATE=1)."""
+    if not HAVE["torch"] or importlib.util.find_spec("msl_emulator") is None:
+        return False
+    import torch
+    return not torch.backends.mps.is_available()
+
+
+METAL_TORCH_EMULATED = _metal_torch_emulated()
 # Found by the emulator, left to the tensor-core backward (issue 17): the backward's delta =
 # rowsum(dout * out) reads the bf16-rounded out (as FlashAttention 2 does), which costs dq and dk
 # one bf16 ulp where the query has one row and few keys (no averaging): 2.8x the math path's
@@ -125,21 +149,28 @@ def _params():
                 call = None if kind == "mlx" else placeholder_call(case, kind, dtype)
                 for name, backend in backends.items():
                     emulated_cuda = name == "cuda" and CUDA_EMULATED
+                    torch_metal = (name == "metal" and kind == "torch" and METAL_TORCH_EMULATED
+                                   and backend is not None)
                     if emulated_cuda and kind == "torch":
                         with cuda_emulation():
                             if not backend.available or backend.not_supported_reasons(call):
+                                continue
+                    elif torch_metal:
+                        with metal_torch_emulation():
+                            if backend.not_supported_reasons(call):
                                 continue
                     elif backend is None or not backend.available:
                         continue
                     if kind == "mlx":
                         _mlx_device(name, not emulated)
                         call = placeholder_call(case, kind, dtype)
-                    if not emulated_cuda and backend.not_supported_reasons(call):
+                    if not (emulated_cuda or torch_metal) and backend.not_supported_reasons(call):
                         continue
                     if case.grad and "backward" not in backend.features:
                         continue
                     marks = ()
-                    if name == "metal" and emulated and _work(case) > EMULATED_METAL_WORK:
+                    if name == "metal" and (emulated or torch_metal) \
+                            and _work(case) > EMULATED_METAL_WORK:
                         marks = pytest.mark.skip(reason="metal under the MSL emulator: case "
                                                  "over the emulator's budget (runs on a Mac)")
                     elif emulated_cuda and _work(case) > EMULATED_CUDA_WORK:
@@ -182,6 +213,10 @@ def test_contract(backend, case, kind, dtype):
         _mlx_device(backend, REAL_METAL)
     if backend == "cuda" and kind == "torch":  # emulated
         with cuda_emulation():
+            run(backend, case, kind, dtype)
+        return
+    if backend == "metal" and kind == "torch":  # emulated: the torch launcher on CPU tensors
+        with metal_torch_emulation():
             run(backend, case, kind, dtype)
         return
     run(backend, case, kind, dtype)
