@@ -134,7 +134,8 @@ class MetalBackend(Backend):
         if key in self._cache:
             return self._cache[key]
         if self.compile_shader is None and not torch_emulated() and "torch" not in sys.modules:
-            return ["torch is not imported"]  # not cached: the caller may import it later
+            # not cached: checked again once the caller imports torch (never imported here)
+            return ["torch is not loaded (the torch path is checked when torch tensors come)"]
         self._cache[key] = self._torch_reasons()
         return self._cache[key]
 
