@@ -140,3 +140,25 @@ def test_real_torch_path_is_never_claimed_without_mps():
 def test_case_ids_are_unique():
     names = [c.name for c in DENSE + WIDE] + list(VARLEN)
     assert len(names) == len(set(names)) and all(isinstance(c, Case) for c in DENSE + WIDE)
+
+
+try:
+    from hypothesis import HealthCheck, given, settings, strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+    @settings(max_examples=12, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(Lq=st.integers(1, 40), Lk=st.integers(1, 40), group=st.sampled_from([1, 2]),
+           causal=st.booleans(), left=st.integers(-1, 12), right=st.integers(-1, 12),
+           softcap=st.sampled_from([None, 4.0]), layout=st.sampled_from(["bhld", "blhd"]))
+    def test_generated_shapes_and_features(Lq, Lk, group, causal, left, right, softcap, layout):
+        """fp16 D=64 (variants the matrix already compiled) at generated sizes and options."""
+        opts = dict(causal=causal)
+        if left >= 0 or right >= 0:
+            opts["window"] = (left, right)
+        if softcap:
+            opts["softcap"] = softcap
+        check_forward(Case("generated", (1, 2 * group, 2, Lq, Lk, 64, 64), layout=layout,
+                           opts=opts), DEVICE)
