@@ -137,6 +137,26 @@ def test_real_torch_path_is_never_claimed_without_mps():
     assert by_name("metal").torch_reasons() == []  # the switch is back on
 
 
+def test_without_the_switch_only_mps_tensors_are_claimed():
+    """The real (not emulated) device rule, with an injected compile_shader standing in for
+    torch's: mps tensors are taken, CPU ones are not."""
+    import dataclasses
+
+    from mlx_attn.validate import check_dense
+
+    q = torch.zeros(1, 2, 9, 64, dtype=torch.float16)
+    call = check_dense(q, q, q, scale=None, causal=False, mask=None, window=None,
+                       softcap=None, return_lse=False, layout="bhld")
+    backend = MetalBackend(compile_shader=lambda source: None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLX_ATTN_METAL_EMULATE", "0")
+        config.reload()
+        assert backend.not_supported_reasons(dataclasses.replace(call, device="mps:0")) == []
+        reasons = backend.not_supported_reasons(call)
+        assert reasons == ["tensors are on cpu, not mps (an Apple GPU)"]
+    config.reload()
+
+
 def test_case_ids_are_unique():
     names = [c.name for c in DENSE + WIDE] + list(VARLEN)
     assert len(names) == len(set(names)) and all(isinstance(c, Case) for c in DENSE + WIDE)
