@@ -201,3 +201,19 @@ def test_varlen_op_traced_by_torch_compile(emulated):
 
     compiled = torch.compile(f, backend="aot_eager", fullgraph=False)
     torch.testing.assert_close(compiled(q, k, v), f(q, k, v), rtol=0, atol=0)
+
+
+def test_opcheck_of_the_varlen_ops_on_the_emulated_kernels(emulated):
+    from mlx_attn.backends.cuda import varlen_ops
+
+    q, k, v, cu_q, cu_k, mq, mk = _varlen(seed=8)
+    q, k, v = (x.requires_grad_() for x in (q, k, v))
+    args = (q, k, v, cu_q, cu_k, mq, mk, 0.125, True, -1, -1, 0.0)
+    result = torch.library.opcheck(varlen_ops.fwd_varlen, args)
+    assert set(result.values()) == {"SUCCESS"}, result
+    q, k, v = (x.detach() for x in (q, k, v))  # the backward op has no backward of its own
+    out, lse = varlen_ops.fwd_varlen(q, k, v, *args[3:])
+    bargs = (torch.randn_like(out), q, k, v, out, lse, None, cu_q, cu_k, mq, mk, 0.125, True,
+             -1, -1, 0.0, False)
+    result = torch.library.opcheck(varlen_ops.bwd_varlen, bargs)
+    assert set(result.values()) == {"SUCCESS"}, result
