@@ -5,6 +5,7 @@
 // allocator is used) and passed in.  The stream is the caller's current torch stream, passed
 // as an integer.  Every argument is checked here with an error that names it; the checks also
 // run on CPU arrays (check_fwd_args(..., allow_cpu=True)) so they are tested without a GPU.
+// Shared checks: binding_args.h; the fused varlen entry points: binding_varlen.cpp.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -133,6 +134,8 @@ Checked check_fwd_args(const Array& q, const Array& k, const Array& v, const Arr
   return c;
 }
 
+// The backward's extra tensors, on top of the forward's checks (which cover q, k, v, out, lse
+// and mask): dout like out, dq/dk/dv like q/k/v, delta (and dlse if given) like lse, dq_accum.
 Checked check_bwd_args(BwdParams& bp, const Array& dout, const Array& q, const Array& k,
                        const Array& v, const Array& out, const Array& lse,
                        const std::optional<Array>& dlse, const std::optional<Array>& mask,

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,6 @@ namespace mlx_attn_binding {
 
 namespace nb = nanobind;
 using namespace mlx_attn_cuda;
-
 
 using Array = nb::ndarray<nb::ro>;
 
@@ -137,7 +137,7 @@ struct Checked {
 // Sides arrive as any Python int (int64): a side past INT32_MAX is unbounded (window_side);
 // the kernels' range arithmetic takes any side up to INT32_MAX (rules.h).
 inline void set_scalars(FwdParams& p, double scale, bool causal, int64_t window_left,
-                 int64_t window_right, double softcap) {
+                        int64_t window_right, double softcap) {
   if (!std::isfinite(scale)) value_error("scale must be finite, got " + std::to_string(scale));
   if (!(softcap >= 0.0) || !std::isfinite(softcap))
     value_error("softcap must be >= 0 (0 = off) and finite, got " + std::to_string(softcap));
@@ -151,8 +151,7 @@ inline void set_scalars(FwdParams& p, double scale, bool causal, int64_t window_
   p.window_right = fold_causal(causal, mlx_attn_common::window_side(window_right));
 }
 
-// The backward's extra tensors, on top of the forward's checks (which cover q, k, v, out, lse
-// and mask): dout like out, dq/dk/dv like q/k/v, delta (and dlse if given) like lse.
+// The backward's gradients must have the shape of what they are the gradient of.
 inline void check_same_shape(const Array& a, const Array& like, const char* name, const char* like_name) {
   bool ok = a.ndim() == like.ndim();
   for (size_t i = 0; ok && i < a.ndim(); ++i) ok = a.shape(i) == like.shape(i);
@@ -161,6 +160,7 @@ inline void check_same_shape(const Array& a, const Array& like, const char* name
                 shape_str(like) + ", got " + shape_str(a));
 }
 
+// The launch parameters of a checked call, for the check_*_args entry points (tests).
 inline nb::dict params_dict(const Checked& c) {
   const FwdParams& p = c.p;
   nb::dict d;

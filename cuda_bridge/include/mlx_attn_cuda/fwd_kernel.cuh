@@ -25,9 +25,11 @@
 // normalised by its own sum plus its lse (float32 workspace); combine_kernel.cuh merges them.
 //
 // Fused varlen (p.cu_seqlens_q set; docs/cuda.md "Varlen"): the grid is sized by the longest
-// sequence and "batch" b is the sequence.  The CTA reads its Seq once and works on a view of p
-// (`ps`) whose pointers start at the sequence's first row and whose lq / lk / rows are the
-// sequence's, so every range, tail and causal/window offset below is per sequence.  A CTA whose
+// sequence and "batch" b is the sequence.  The CTA reads its Seq and works on a view of p
+// (`ps`, blocks.h seq_view) whose lq / lk / rows are the sequence's, so every range, tail and
+// causal/window offset below is per sequence; the Q load reads ps.q, the K/V loads and the
+// epilogue offset their pointers by the sequence's first rows themselves (see issue() and po:
+// fewer registers live across the main loop).  A CTA whose
 // query block starts past its sequence exits at once, before any barrier (uniformly: the
 // whole CTA).  An empty key range (lk = 0) visits no block and writes zeros and lse -inf.
 //
@@ -134,9 +136,6 @@ __global__ void __launch_bounds__(Tr::kNThreads, Tr::kMinBlocks) fwd_kernel(cons
   if constexpr (Tr::kQInRegs) {
     cp_async_wait<Tr::kAhead>();
     __syncthreads();
-    // The sequence again (an L1 hit), rather than its offsets kept live across the main loop.
-    const Seq seq_o = seq_of(p, opaque(b));
-    const FwdParams po = seq_view<T>(p, seq_o);
     if (warp_active) {
 #pragma unroll
       for (int mi = 0; mi < kMT; ++mi)
