@@ -169,6 +169,18 @@ def test_varlen_is_one_launch_and_matches_the_reference(emulated, monkeypatch):
     assert torch.all(out[5:22] == 0) and torch.all(lse[:, 5:22] == float("-inf"))  # no keys
 
 
+def test_varlen_max_seqlen_above_the_longest_is_accepted(emulated):
+    """SPEC: max_seqlen_* need only be at least the longest sequence (the grid is cut to the
+    totals; the bridge refuses a max above them)."""
+    q, k, v, cu_q, cu_k, mq, mk = _varlen(seed=9)
+    got = mlx_attn.flash_attention_varlen(q, k, v, cu_q, cu_k, 10_000, 2**31 - 1, causal=True)
+    want = mlx_attn.flash_attention_varlen(q, k, v, cu_q, cu_k, mq, mk, causal=True)
+    text = mlx_attn.explain(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=10_000,
+                            max_seqlen_k=2**31 - 1)
+    assert "chosen" in next(x for x in text.splitlines() if x.strip().startswith("cuda"))
+    assert torch.equal(got, want)
+
+
 def test_varlen_autograd_matches_the_reference(emulated):
     q, k, v, cu_q, cu_k, mq, mk = _varlen(seed=5)
     q, k, v = (x.requires_grad_() for x in (q, k, v))

@@ -117,7 +117,8 @@ class CudaBackend(Backend):
         for name, x in (("q", call.q), ("k", call.k), ("v", call.v)):
             reasons.extend(layout_reasons(name, x))
         if call.varlen:  # Lq / Lk are total_q / total_k; the grid is sized by the maxima
-            too_large = (call.max_seqlen_q * call.group > _MAX_I32 or call.Lq > _MAX_I32 or
+            longest_q = min(call.max_seqlen_q, call.Lq)  # the op launches no more rows
+            too_large = (longest_q * call.group > _MAX_I32 or call.Lq > _MAX_I32 or
                          call.Lk > _MAX_I32 or call.Hq * call.Lq > _MAX_I32 or
                          call.B * call.Hq > _MAX_I32)
         else:

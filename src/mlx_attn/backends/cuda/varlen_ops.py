@@ -106,6 +106,8 @@ def _fwd_kernels(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, 
     if k.shape[0] == 0:  # no keys in any sequence: every row is fully masked
         return out.zero_(), lse.fill_(float("-inf"))
     n = cu_q.shape[0] - 1
+    # SPEC allows any max_seqlen at least the longest; the grid needs no more than the totals
+    max_q, max_k = min(int(max_q), total_q), min(int(max_k), k.shape[0])
     context, device, stream = ops._on_device(q)
     with context:
         config, _ = ext.plan_varlen(n, Hq, Hkv, int(max_q), int(max_k), D, Dv, bool(causal),
@@ -128,6 +130,7 @@ def _bwd_fused(dout, q, k, v, out, lse, dlse, cu_q, cu_k, max_q, max_k, scale, c
         dlse = dlse.detach().to(torch.float32).contiguous()
     delta = torch.empty((Hq, total_q), dtype=torch.float32, device=q.device)
     dq_accum = ops.dq_workspace(Hq * total_q, q, deterministic)
+    max_q, max_k = min(int(max_q), total_q), min(int(max_k), k.shape[0])
     context, _, stream = ops._on_device(q)
     with context:
         ext.bwd_varlen(dout, q.detach(), k.detach(), v.detach(), ops._dense_last(out.detach()),
