@@ -129,3 +129,103 @@ def test_varlen_with_empty_and_ragged_sequences(emulated):
     ref = mlx_attn.flash_attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k, 17, 30,
                                           causal=True, backend="math")
     assert out.shape == q.shape and max_error(out, ref.numpy()) < 2e-3
+
+
+# -- fused varlen through the whole path --------------------------------------------------------
+def _varlen(lens_q=(5, 0, 17, 3, 0), lens_k=(9, 4, 0, 30, 0), Hq=4, Hkv=2, D=64,
+            dtype=torch.float16, seed=4):
+    cu_q = torch.tensor(np.cumsum([0, *lens_q]), dtype=torch.int32)
+    cu_k = torch.tensor(np.cumsum([0, *lens_k]), dtype=torch.int32)
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(sum(lens_q), Hq, D, generator=g).to(dtype)
+    k = torch.randn(sum(lens_k), Hkv, D, generator=g).to(dtype)
+    v = torch.randn(sum(lens_k), Hkv, D, generator=g).to(dtype)
+    return (q, k, v, cu_q, cu_k, max(lens_q), max(lens_k))
+
+
+def test_explain_says_varlen_is_fused(emulated):
+    q, k, v, cu_q, cu_k, mq, mk = _varlen()
+    text = mlx_attn.explain(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=mq,
+                            max_seqlen_k=mk, causal=True)
+    line = next(x for x in text.splitlines() if x.strip().startswith("cuda"))
+    assert "chosen" in line and "fused forward, one launch for all sequences" in line
+
+
+def test_varlen_is_one_launch_and_matches_the_reference(emulated, monkeypatch):
+    from cuda_emulator import torch_bridge
+
+    calls = []
+    monkeypatch.setattr(torch_bridge, "fwd", lambda *a, **kw: calls.append("dense"))
+    q, k, v, cu_q, cu_k, mq, mk = _varlen(dtype=torch.bfloat16)
+    out, lse = mlx_attn.flash_attention_varlen(q, k, v, cu_q, cu_k, mq, mk, causal=True,
+                                               window=(6, 0), return_lse=True)
+    assert not calls, "varlen must not fall back to dense launches"
+    ref, ref_lse = mlx_attn.reference.reference_varlen(q, k, v, cu_q, cu_k, causal=True,
+                                                       window=(6, 0))
+    m_out, m_lse = mlx_attn.flash_attention_varlen(q, k, v, cu_q, cu_k, mq, mk, causal=True,
+                                                   window=(6, 0), return_lse=True, backend="math")
+    assert max_error(out, ref) <= 2 * max_error(m_out, ref) + 1e-5
+    assert max_error(lse, ref_lse) <= 2 * max_error(m_lse, ref_lse) + 1e-5
+    assert torch.all(out[5:22] == 0) and torch.all(lse[:, 5:22] == float("-inf"))  # no keys
+
+
+def test_varlen_max_seqlen_above_the_longest_is_accepted(emulated):
+    """SPEC: max_seqlen_* need only be at least the longest sequence (the grid is cut to the
+    totals; the bridge refuses a max above them)."""
+    q, k, v, cu_q, cu_k, mq, mk = _varlen(seed=9)
+    got = mlx_attn.flash_attention_varlen(q, k, v, cu_q, cu_k, 10_000, 2**31 - 1, causal=True)
+    want = mlx_attn.flash_attention_varlen(q, k, v, cu_q, cu_k, mq, mk, causal=True)
+    text = mlx_attn.explain(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=10_000,
+                            max_seqlen_k=2**31 - 1)
+    assert "chosen" in next(x for x in text.splitlines() if x.strip().startswith("cuda"))
+    assert torch.equal(got, want)
+
+
+def test_varlen_autograd_matches_the_reference(emulated):
+    q, k, v, cu_q, cu_k, mq, mk = _varlen(seed=5)
+    q, k, v = (x.requires_grad_() for x in (q, k, v))
+    out = mlx_attn.flash_attention_varlen(q, k, v, cu_q, cu_k, mq, mk, causal=True, softcap=4.0)
+    assert out.grad_fn is not None
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(6))
+    got = torch.autograd.grad((out.float() * dout).sum(), (q, k, v))
+    qm, km, vm = (x.detach().requires_grad_() for x in (q, k, v))
+    om = mlx_attn.flash_attention_varlen(qm, km, vm, cu_q, cu_k, mq, mk, causal=True,
+                                         softcap=4.0, backend="math")
+    math = torch.autograd.grad((om.float() * dout).sum(), (qm, km, vm))
+    for s in range(len(cu_q) - 1):  # per sequence: the float64 reference's gradients
+        (a, b), (c, d) = cu_q[s:s + 2].tolist(), cu_k[s:s + 2].tolist()
+        if a == b or c == d:
+            continue
+        part = [x.detach()[i:j].transpose(0, 1)[None] for x, i, j in
+                ((q, a, b), (k, c, d), (v, c, d), (dout, a, b))]
+        ref = reference_grads(*part, causal=True, softcap=4.0)
+        for g, m, r, (i, j) in zip(got, math, ref, ((a, b), (c, d), (c, d))):
+            r = r[0].swapaxes(0, 1)
+            assert max_error(g[i:j], r) <= 2 * max_error(m[i:j], r) + 1e-5
+    assert torch.all(got[1][9:13] == 0)  # keys of a sequence without queries
+
+
+def test_varlen_op_traced_by_torch_compile(emulated):
+    q, k, v, cu_q, cu_k, mq, mk = _varlen(seed=7)
+
+    def f(q, k, v):
+        return mlx_attn.flash_attention_varlen(q, k, v, cu_q, cu_k, mq, mk, causal=True) * 2
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=False)
+    torch.testing.assert_close(compiled(q, k, v), f(q, k, v), rtol=0, atol=0)
+
+
+def test_opcheck_of_the_varlen_ops_on_the_emulated_kernels(emulated):
+    from mlx_attn.backends.cuda import varlen_ops
+
+    q, k, v, cu_q, cu_k, mq, mk = _varlen(seed=8)
+    q, k, v = (x.requires_grad_() for x in (q, k, v))
+    args = (q, k, v, cu_q, cu_k, mq, mk, 0.125, True, -1, -1, 0.0)
+    result = torch.library.opcheck(varlen_ops.fwd_varlen, args)
+    assert set(result.values()) == {"SUCCESS"}, result
+    q, k, v = (x.detach() for x in (q, k, v))  # the backward op has no backward of its own
+    out, lse = varlen_ops.fwd_varlen(q, k, v, *args[3:])
+    bargs = (torch.randn_like(out), q, k, v, out, lse, None, cu_q, cu_k, mq, mk, 0.125, True,
+             -1, -1, 0.0, False)
+    result = torch.library.opcheck(varlen_ops.bwd_varlen, bargs)
+    assert set(result.values()) == {"SUCCESS"}, result

@@ -189,8 +189,9 @@ def make_bwd(**kw):
     return dict(dout=torch.empty_like(a["out"]), q=a["q"], k=a["k"], v=a["v"], out=a["out"],
                 lse=a["lse"], dlse=None, mask=None, delta=torch.empty_like(a["lse"]),
                 dq=torch.empty_like(a["q"]), dk=torch.empty_like(a["k"]),
-                dv=torch.empty_like(a["v"]), scale=0.125, causal=True, window_left=-1,
-                window_right=-1, softcap=0.0)
+                dv=torch.empty_like(a["v"]), dq_accum=torch.empty(2 * 4 * 10, 64),
+                deterministic=False, scale=0.125, causal=True, window_left=-1, window_right=-1,
+                softcap=0.0)
 
 
 @needs_ext
@@ -199,8 +200,12 @@ def test_bwd_arguments_give_launch_parameters():
     p = EXT.check_bwd_args(**a, allow_cpu=True)
     assert p["dq_strides"] == (2560, 640, 64) and p["dk_strides"] == (1536, 768, 64)
     assert p["has_dlse"] is False and p["window"] == (-1, 0)
+    assert p["deterministic"] is False and p["has_dq_accum"] is True
     p = EXT.check_bwd_args(**{**a, "dlse": torch.zeros(2, 4, 10)}, allow_cpu=True)
     assert p["has_dlse"] is True
+    # deterministic: no atomics, so no dQ workspace is needed
+    p = EXT.check_bwd_args(**{**a, "dq_accum": None, "deterministic": True}, allow_cpu=True)
+    assert p["deterministic"] is True and p["has_dq_accum"] is False
 
 
 BAD_BWD = [
@@ -213,6 +218,14 @@ BAD_BWD = [
     ("delta shape", {"delta": torch.empty(2, 4, 11)}, ValueError, "delta must have shape"),
     ("dlse dtype", {"dlse": torch.empty(2, 4, 10, dtype=torch.float16)}, TypeError,
      "dlse must be float32"),
+    ("dq_accum missing", {"dq_accum": None}, ValueError,
+     r"dq_accum \(float32 \[80, 64\] workspace\) is required when deterministic is False"),
+    ("dq_accum shape", {"dq_accum": torch.empty(80, 32)}, ValueError,
+     r"dq_accum must have shape \(80, 64\)"),
+    ("dq_accum dtype", {"dq_accum": torch.empty(80, 64, dtype=torch.float16)}, TypeError,
+     "dq_accum must be float32"),
+    ("dq_accum strides", {"dq_accum": torch.empty(64, 80).t()}, ValueError,
+     "dq_accum must be contiguous"),
 ]
 
 

@@ -154,3 +154,93 @@ def test_fully_masked_rows_have_zero_gradient():
     out.sum().backward()
     assert torch.all(q.grad[:, :, 1] == 0)
     assert np.isfinite(k.grad.numpy()).all() and np.isfinite(v.grad.numpy()).all()
+
+
+# -- the fused varlen ops (varlen_ops.py) -------------------------------------------------------
+from mlx_attn.backends.cuda import varlen_ops  # noqa: E402
+from mlx_attn.reference import reference_varlen  # noqa: E402
+
+VARLEN = ([3, 0, 5, 2], [4, 2, 0, 6])  # query / key lengths, with empty sequences
+
+
+def varlen_inputs(lens_q=VARLEN[0], lens_k=VARLEN[1], Hq=4, Hkv=2, D=16, Dv=8,
+                  dtype=torch.float32, grad=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cu_q = torch.tensor(np.cumsum([0, *lens_q]), dtype=torch.int32)
+    cu_k = torch.tensor(np.cumsum([0, *lens_k]), dtype=torch.int32)
+    q = torch.randn(sum(lens_q), Hq, D, generator=g).to(dtype).requires_grad_(grad)
+    k = torch.randn(sum(lens_k), Hkv, D, generator=g).to(dtype).requires_grad_(grad)
+    v = torch.randn(sum(lens_k), Hkv, Dv, generator=g).to(dtype).requires_grad_(grad)
+    return q, k, v, cu_q, cu_k, max(lens_q), max(lens_k)
+
+
+def varlen_args(q, k, v, cu_q, cu_k, mq, mk, scale=0.3, causal=False, window=(-1, -1),
+                softcap=0.0):
+    return (q, k, v, cu_q, cu_k, mq, mk, scale, causal, window[0], window[1], softcap)
+
+
+@pytest.mark.parametrize("variant", ["plain", "causal", "window", "softcap"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_opcheck_fwd_varlen(variant, dtype):
+    kw = {"causal": dict(causal=True), "window": dict(window=(2, 1)),
+          "softcap": dict(softcap=2.0)}.get(variant, {})
+    args = varlen_args(*varlen_inputs(dtype=dtype, grad=True), **kw)
+    result = torch.library.opcheck(varlen_ops.fwd_varlen, args)
+    assert set(result.values()) == {"SUCCESS"}, result
+
+
+def test_opcheck_bwd_varlen():
+    q, k, v, cu_q, cu_k, mq, mk = varlen_inputs()
+    out, lse = varlen_ops.fwd_varlen(*varlen_args(q, k, v, cu_q, cu_k, mq, mk, causal=True))
+    dout = torch.randn_like(out)
+    for dlse, deterministic in ((None, False), (torch.randn_like(lse), True)):
+        args = (dout, q, k, v, out, lse, dlse, cu_q, cu_k, mq, mk, 0.3, True, -1, -1, 0.0,
+                deterministic)
+        result = torch.library.opcheck(varlen_ops.bwd_varlen, args)
+        assert set(result.values()) == {"SUCCESS"}, result
+
+
+def test_varlen_fake_tensor_propagation():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q, k, v = (torch.empty(s, dtype=torch.bfloat16) for s in ((21, 8, 72), (30, 2, 72),
+                                                                   (30, 2, 40)))
+        cu = torch.empty(4, dtype=torch.int32)
+        out, lse = varlen_ops.fwd_varlen(q, k, v, cu, cu, 9, 12, 0.1, True, -1, -1, 0.0)
+        assert out.shape == (21, 8, 40) and out.dtype == torch.bfloat16
+        assert lse.shape == (8, 21) and lse.dtype == torch.float32
+        dq, dk, dv = varlen_ops.bwd_varlen(out, q, k, v, out, lse, None, cu, cu, 9, 12, 0.1,
+                                           True, -1, -1, 0.0, False)
+        assert (dq.shape, dk.shape, dv.shape) == (q.shape, k.shape, v.shape)
+
+
+def test_varlen_autograd_and_compile_match_the_reference():
+    q, k, v, cu_q, cu_k, mq, mk = varlen_inputs(grad=True)
+
+    def f(q, k, v):
+        out, lse = varlen_ops.fwd_varlen(*varlen_args(q, k, v, cu_q, cu_k, mq, mk, causal=True))
+        return out, lse
+
+    out, lse = f(q, k, v)
+    ref_out, ref_lse = reference_varlen(q, k, v, cu_q, cu_k, scale=0.3, causal=True)
+    assert max_error(out, ref_out) < 1e-5 and max_error(lse, ref_lse) < 1e-5
+    loss = lambda q, k, v: sum((x * x).sum() for x in f(q, k, v)[:1]) + f(q, k, v)[1].clamp(-50).sum()
+    got = torch.autograd.grad(loss(q, k, v), (q, k, v))
+    compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+    again = torch.autograd.grad(compiled(q, k, v), (q, k, v))
+    for a, b in zip(got, again):
+        torch.testing.assert_close(a, b)
+    # per sequence, the dense op's gradients (the stand-in runs them one sequence at a time)
+    dout = torch.randn_like(out)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), dout)
+    for s in range(len(cu_q) - 1):
+        (a, b), (c, d) = cu_q[s:s + 2].tolist(), cu_k[s:s + 2].tolist()
+        if a == b or c == d:
+            continue
+        part = [x.detach()[i:j].transpose(0, 1)[None] for x, i, j in
+                ((q, a, b), (k, c, d), (v, c, d), (dout, a, b))]
+        for g, r, (i, j) in zip((dq, dk, dv), reference_grads(*part, scale=0.3, causal=True),
+                                ((a, b), (c, d), (c, d))):
+            assert max_error(g[i:j], r[0].swapaxes(0, 1)) < 1e-4
+    assert torch.all(dk[4:6] == 0) and torch.all(dv[4:6] == 0)  # keys of a query-less sequence

@@ -213,6 +213,15 @@ PlanResult plan(const FwdParams& p, int device) {
   return r;
 }
 
+PlanResult plan_varlen(const FwdParams& p, int device) {
+  const TileSizes t = tile_sizes(head_dim_bucket(p.d, p.dv));
+  const Plan pl = make_plan_varlen(p, sm_count(device), t.prefill_m, t.decode_m);
+  PlanResult r;
+  r.config = pl.config;
+  r.num_splits = pl.num_splits;
+  return r;
+}
+
 void run_fwd(FwdParams& p, int dtype, int config, int device, uintptr_t stream_int) {
   set_device(device);
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_int);

@@ -5,6 +5,7 @@
 // allocator is used) and passed in.  The stream is the caller's current torch stream, passed
 // as an integer.  Every argument is checked here with an error that names it; the checks also
 // run on CPU arrays (check_fwd_args(..., allow_cpu=True)) so they are tested without a GPU.
+// Shared checks: binding_args.h; the fused varlen entry points: binding_varlen.cpp.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -12,133 +13,16 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
-#include <cmath>
-#include <cstdint>
 #include <cstdlib>
 #include <mutex>
-#include <optional>
-#include <sstream>
-#include <string>
 
-#include "mlx_attn_cuda/api.h"
-#include "mlx_attn_cuda/blocks.h"
-#include "mlx_attn_cuda/params.h"
-#include "mlx_attn_cuda/traits.h"
+#include "binding_args.h"
 
 namespace nb = nanobind;
 using namespace mlx_attn_cuda;
+using namespace mlx_attn_binding;
 
 namespace {
-
-using Array = nb::ndarray<nb::ro>;
-
-constexpr int kDLCPU = 1, kDLCUDA = 2;
-constexpr uint8_t kCodeInt = 0, kCodeUInt = 1, kCodeFloat = 2, kCodeBfloat = 4, kCodeBool = 6;
-
-std::string dtype_name(const Array& a) {
-  const auto dt = a.dtype();
-  std::string base;
-  switch (dt.code) {
-    case kCodeInt: base = "int"; break;
-    case kCodeUInt: base = "uint"; break;
-    case kCodeFloat: base = "float"; break;
-    case kCodeBfloat: base = "bfloat"; break;
-    case kCodeBool: return "bool";
-    default: base = "code" + std::to_string(dt.code) + "_"; break;
-  }
-  return base + std::to_string(dt.bits);
-}
-
-std::string shape_str(const Array& a) {
-  std::ostringstream s;
-  s << "(";
-  for (size_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
-  if (a.ndim() == 1) s << ",";
-  s << ")";
-  return s.str();
-}
-
-std::string strides_str(const Array& a) {
-  std::ostringstream s;
-  s << "(";
-  for (size_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.stride(i);
-  s << ")";
-  return s.str();
-}
-
-[[noreturn]] void value_error(const std::string& msg) { throw nb::value_error(msg.c_str()); }
-[[noreturn]] void type_error(const std::string& msg) { throw nb::type_error(msg.c_str()); }
-
-bool is_half_like(const Array& a) {
-  const auto dt = a.dtype();
-  return dt.lanes == 1 && dt.bits == 16 && (dt.code == kCodeFloat || dt.code == kCodeBfloat);
-}
-
-// Stride of dim i in elements, 0 for a dim of size 1 (its stride never matters).
-int64_t stride_or_0(const Array& a, size_t i) { return a.shape(i) == 1 ? 0 : a.stride(i); }
-
-void check_device(const Array& a, const char* name, bool allow_cpu, int* device_type,
-                  int* device_id, const char* first) {
-  const int type = a.device_type();
-  if (type != kDLCUDA && !(allow_cpu && type == kDLCPU))
-    value_error(std::string(name) + " must be a CUDA tensor, got DLPack device type " +
-                std::to_string(type) + (type == kDLCPU ? " (cpu)" : ""));
-  if (*device_type < 0) {
-    *device_type = type;
-    *device_id = a.device_id();
-  } else if (type != *device_type || a.device_id() != *device_id) {
-    value_error(std::string(name) + " is on device " + std::to_string(type) + ":" +
-                std::to_string(a.device_id()) + " but " + first + " is on " +
-                std::to_string(*device_type) + ":" + std::to_string(*device_id) +
-                "; all tensors must be on one device");
-  }
-}
-
-// q/k/v/out: rank 4, contiguous last dim, other strides multiples of 8 elements (16 bytes, the
-// cp.async granule), base pointer 16-byte aligned.
-void check_operand(const Array& a, const char* name) {
-  if (a.ndim() != 4)
-    value_error(std::string(name) + " must have rank 4 [B, H, L, D] (bhld order), got shape " +
-                shape_str(a));
-  if (a.shape(3) > 1 && a.stride(3) != 1)
-    value_error(std::string(name) + " must have a contiguous last dim (stride 1), got strides " +
-                strides_str(a));
-  for (size_t i = 0; i < 3; ++i)
-    if (stride_or_0(a, i) % 8 != 0)
-      value_error(std::string(name) + " strides " + strides_str(a) +
-                  " must be multiples of 8 elements (16 bytes) outside the last dim");
-  if (reinterpret_cast<uintptr_t>(a.data()) % 16 != 0)
-    value_error(std::string(name) + " data pointer must be 16-byte aligned");
-}
-
-void check_f32_contiguous(const Array& a, const char* name, const std::vector<size_t>& shape) {
-  const auto dt = a.dtype();
-  if (!(dt.code == kCodeFloat && dt.bits == 32 && dt.lanes == 1))
-    type_error(std::string(name) + " must be float32, got " + dtype_name(a));
-  bool ok = a.ndim() == shape.size();
-  for (size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(i) == shape[i];
-  if (!ok) {
-    std::ostringstream s;
-    s << name << " must have shape (";
-    for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
-    s << "), got " << shape_str(a);
-    value_error(s.str());
-  }
-  int64_t expect = 1;
-  for (size_t i = shape.size(); i-- > 0;) {
-    if (shape[i] > 1 && a.stride(i) != expect)
-      value_error(std::string(name) + " must be contiguous, got strides " + strides_str(a));
-    expect *= (int64_t)shape[i];
-  }
-  if (reinterpret_cast<uintptr_t>(a.data()) % 16 != 0)
-    value_error(std::string(name) + " data pointer must be 16-byte aligned");
-}
-
-struct Checked {
-  FwdParams p;
-  int dtype = kFloat16;
-  int device_type = -1, device_id = 0;
-};
 
 Checked check_fwd_args(const Array& q, const Array& k, const Array& v, const Array& out,
                        const Array& lse, const std::optional<Array>& mask,
@@ -250,38 +134,13 @@ Checked check_fwd_args(const Array& q, const Array& k, const Array& v, const Arr
   return c;
 }
 
-// Sides arrive as any Python int (int64): a side past INT32_MAX is unbounded (window_side);
-// the kernels' range arithmetic takes any side up to INT32_MAX (rules.h).
-void set_scalars(FwdParams& p, double scale, bool causal, int64_t window_left,
-                 int64_t window_right, double softcap) {
-  if (!std::isfinite(scale)) value_error("scale must be finite, got " + std::to_string(scale));
-  if (!(softcap >= 0.0) || !std::isfinite(softcap))
-    value_error("softcap must be >= 0 (0 = off) and finite, got " + std::to_string(softcap));
-  if (window_left < -1 || window_right < -1)
-    value_error("window sides must be >= 0 or -1 (unbounded), got (" +
-                std::to_string(window_left) + ", " + std::to_string(window_right) + ")");
-  p.scale = (float)scale;
-  p.scale_log2 = (float)(scale * 1.4426950408889634);
-  p.softcap = (float)softcap;
-  p.window_left = mlx_attn_common::window_side(window_left);
-  p.window_right = fold_causal(causal, mlx_attn_common::window_side(window_right));
-}
-
 // The backward's extra tensors, on top of the forward's checks (which cover q, k, v, out, lse
-// and mask): dout like out, dq/dk/dv like q/k/v, delta (and dlse if given) like lse.
-void check_same_shape(const Array& a, const Array& like, const char* name, const char* like_name) {
-  bool ok = a.ndim() == like.ndim();
-  for (size_t i = 0; ok && i < a.ndim(); ++i) ok = a.shape(i) == like.shape(i);
-  if (!ok)
-    value_error(std::string(name) + " must have the shape of " + like_name + " " +
-                shape_str(like) + ", got " + shape_str(a));
-}
-
+// and mask): dout like out, dq/dk/dv like q/k/v, delta (and dlse if given) like lse, dq_accum.
 Checked check_bwd_args(BwdParams& bp, const Array& dout, const Array& q, const Array& k,
                        const Array& v, const Array& out, const Array& lse,
                        const std::optional<Array>& dlse, const std::optional<Array>& mask,
                        const Array& delta, const Array& dq, const Array& dk, const Array& dv,
-                       bool allow_cpu) {
+                       const std::optional<Array>& dq_accum, bool deterministic, bool allow_cpu) {
   Checked c = check_fwd_args(q, k, v, out, lse, mask, std::nullopt, std::nullopt, 1, allow_cpu);
   for (auto [a, name] : {std::pair<const Array*, const char*>{&dout, "dout"}, {&delta, "delta"},
                          {&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}})
@@ -304,6 +163,9 @@ Checked check_bwd_args(BwdParams& bp, const Array& dout, const Array& q, const A
   const std::vector<size_t> rows = {(size_t)f.b, (size_t)f.hq, (size_t)f.lq};
   check_f32_contiguous(delta, "delta", rows);
   if (dlse) check_f32_contiguous(*dlse, "dlse", rows);
+  bp.deterministic = deterministic;
+  bp.dq_accum = check_dq_accum(dq_accum, deterministic, (size_t)f.b * f.hq * f.lq, (size_t)f.d,
+                               allow_cpu, c);
 
   bp.dout = dout.data();
   bp.do_sb = stride_or_0(dout, 0), bp.do_sh = stride_or_0(dout, 1), bp.do_sl = stride_or_0(dout, 2);
@@ -382,51 +244,40 @@ PlanOverride current_override(const PlanOverride* next = nullptr) {
   return before;
 }
 
-// The planner's choice for p on `device`, then the override.
-PlanResult plan_with_override(const FwdParams& p, int device) {
+}  // namespace
+
+namespace mlx_attn_binding {
+
+PlanResult plan_with_override(const FwdParams& p, int device, bool varlen) {
   const PlanOverride o = current_override();
   if (!o.error.empty()) value_error(o.error);
-  PlanResult r = plan(p, device);
+  PlanResult r = varlen ? plan_varlen(p, device) : plan(p, device);
   if (o.config == kPrefill) {
     r.config = kPrefill;
     r.num_splits = 1;
   } else if (o.config == kDecode) {
-    if (r.config != kDecode) {  // the planner's split count for these decode tiles
-      DeviceInfo info;
-      const int sms = device_info(device, &info, nullptr) && info.sms > 0 ? info.sms : 108;
-      const TileSizes t = tile_sizes(head_dim_bucket(p.d, p.dv));
+    if (varlen) {  // forced tiles, never a split (the combine is dense-only)
       r.config = kDecode;
-      r.num_splits = decode_splits(p, sms, t.decode_m, t.decode_n);
+      r.num_splits = 1;
+    } else {
+      if (r.config != kDecode) {  // the planner's split count for these decode tiles
+        DeviceInfo info;
+        const int sms = device_info(device, &info, nullptr) && info.sms > 0 ? info.sms : 108;
+        const TileSizes t = tile_sizes(head_dim_bucket(p.d, p.dv));
+        r.config = kDecode;
+        r.num_splits = decode_splits(p, sms, t.decode_m, t.decode_n);
+      }
+      if (o.splits > 0) r.num_splits = o.splits;
     }
-    if (o.splits > 0) r.num_splits = o.splits;
   }
   return r;
 }
 
-nb::dict params_dict(const Checked& c) {
-  const FwdParams& p = c.p;
-  nb::dict d;
-  d["dtype"] = c.dtype == kBFloat16 ? "bfloat16" : "float16";
-  d["device_type"] = c.device_type;
-  d["device_id"] = c.device_id;
-  d["B"] = p.b, d["Hq"] = p.hq, d["Hkv"] = p.hkv, d["group"] = p.group;
-  d["Lq"] = p.lq, d["Lk"] = p.lk, d["D"] = p.d, d["Dv"] = p.dv, d["rows"] = p.rows;
-  d["q_strides"] = nb::make_tuple(p.q_sb, p.q_sh, p.q_sl);
-  d["k_strides"] = nb::make_tuple(p.k_sb, p.k_sh, p.k_sl);
-  d["v_strides"] = nb::make_tuple(p.v_sb, p.v_sh, p.v_sl);
-  d["out_strides"] = nb::make_tuple(p.o_sb, p.o_sh, p.o_sl);
-  d["mask_type"] = p.mask_type;
-  d["mask_strides"] = nb::make_tuple(p.m_sb, p.m_sh, p.m_sq, p.m_sk);
-  d["num_splits"] = p.num_splits;
-  d["window"] = nb::make_tuple(p.window_left, p.window_right);
-  d["head_dim_bucket"] = head_dim_bucket(p.d, p.dv);
-  return d;
-}
-
-}  // namespace
+}  // namespace mlx_attn_binding
 
 NB_MODULE(_cuda, m) {
   m.doc() = "mlx_attn CUDA bridge: FlashAttention-2-class forward and backward kernels (fp16/bf16, sm_80+)";
+  register_varlen(m);
 
   m.def(
       "check_fwd_args",
@@ -459,15 +310,7 @@ NB_MODULE(_cuda, m) {
           value_error("config must be 0 (prefill) or 1 (decode), got " + std::to_string(config));
         if (config == kPrefill && num_splits != 1)
           value_error("the prefill configuration takes num_splits == 1");
-        DeviceInfo info;
-        std::string err;
-        if (!device_info(c.device_id, &info, &err))
-          throw std::runtime_error("mlx_attn CUDA: cannot query device " +
-                                   std::to_string(c.device_id) + ": " + err);
-        if (info.major < 8)
-          value_error("device " + std::to_string(c.device_id) + " (" + info.name +
-                      ") has compute capability " + std::to_string(info.major) + "." +
-                      std::to_string(info.minor) + "; the kernels need 8.0 or newer");
+        require_sm80(c.device_id);
         nb::gil_scoped_release release;
         run_fwd(c.p, c.dtype, config, c.device_id, stream);
       },
@@ -483,11 +326,12 @@ NB_MODULE(_cuda, m) {
       "check_bwd_args",
       [](const Array& dout, const Array& q, const Array& k, const Array& v, const Array& out,
          const Array& lse, std::optional<Array> dlse, std::optional<Array> mask,
-         const Array& delta, const Array& dq, const Array& dk, const Array& dv, double scale,
-         bool causal, int64_t window_left, int64_t window_right, double softcap, bool allow_cpu) {
+         const Array& delta, const Array& dq, const Array& dk, const Array& dv,
+         std::optional<Array> dq_accum, bool deterministic, double scale, bool causal,
+         int64_t window_left, int64_t window_right, double softcap, bool allow_cpu) {
         BwdParams bp;
         Checked c = check_bwd_args(bp, dout, q, k, v, out, lse, dlse, mask, delta, dq, dk, dv,
-                                   allow_cpu);
+                                   dq_accum, deterministic, allow_cpu);
         set_scalars(c.p, scale, causal, window_left, window_right, softcap);
         nb::dict d = params_dict(c);
         d["dout_strides"] = nb::make_tuple(bp.do_sb, bp.do_sh, bp.do_sl);
@@ -495,11 +339,14 @@ NB_MODULE(_cuda, m) {
         d["dk_strides"] = nb::make_tuple(bp.dk_sb, bp.dk_sh, bp.dk_sl);
         d["dv_strides"] = nb::make_tuple(bp.dv_sb, bp.dv_sh, bp.dv_sl);
         d["has_dlse"] = bp.dlse != nullptr;
+        d["deterministic"] = bp.deterministic;
+        d["has_dq_accum"] = bp.dq_accum != nullptr;
         return d;
       },
       nb::arg("dout"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"),
       nb::arg("dlse").none(), nb::arg("mask").none(), nb::arg("delta"), nb::arg("dq"),
-      nb::arg("dk"), nb::arg("dv"), nb::arg("scale"), nb::arg("causal"), nb::arg("window_left"),
+      nb::arg("dk"), nb::arg("dv"), nb::arg("dq_accum").none(), nb::arg("deterministic"),
+      nb::arg("scale"), nb::arg("causal"), nb::arg("window_left"),
       nb::arg("window_right"), nb::arg("softcap"), nb::arg("allow_cpu") = false,
       "Check the arguments of bwd() (also on CPU arrays with allow_cpu=True) and return the "
       "launch parameters they give.");
@@ -508,32 +355,27 @@ NB_MODULE(_cuda, m) {
       "bwd",
       [](const Array& dout, const Array& q, const Array& k, const Array& v, const Array& out,
          const Array& lse, std::optional<Array> dlse, std::optional<Array> mask,
-         const Array& delta, const Array& dq, const Array& dk, const Array& dv, double scale,
-         bool causal, int64_t window_left, int64_t window_right, double softcap, uintptr_t stream) {
+         const Array& delta, const Array& dq, const Array& dk, const Array& dv,
+         std::optional<Array> dq_accum, bool deterministic, double scale, bool causal,
+         int64_t window_left, int64_t window_right, double softcap, uintptr_t stream) {
         BwdParams bp;
         Checked c = check_bwd_args(bp, dout, q, k, v, out, lse, dlse, mask, delta, dq, dk, dv,
-                                   false);
+                                   dq_accum, deterministic, false);
         set_scalars(c.p, scale, causal, window_left, window_right, softcap);
-        DeviceInfo info;
-        std::string err;
-        if (!device_info(c.device_id, &info, &err))
-          throw std::runtime_error("mlx_attn CUDA: cannot query device " +
-                                   std::to_string(c.device_id) + ": " + err);
-        if (info.major < 8)
-          value_error("device " + std::to_string(c.device_id) + " (" + info.name +
-                      ") has compute capability " + std::to_string(info.major) + "." +
-                      std::to_string(info.minor) + "; the kernels need 8.0 or newer");
+        require_sm80(c.device_id);
         bp.f = c.p;
         nb::gil_scoped_release release;
         run_bwd(bp, c.dtype, c.device_id, stream);
       },
       nb::arg("dout"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"),
       nb::arg("dlse").none(), nb::arg("mask").none(), nb::arg("delta"), nb::arg("dq"),
-      nb::arg("dk"), nb::arg("dv"), nb::arg("scale"), nb::arg("causal"), nb::arg("window_left"),
-      nb::arg("window_right"), nb::arg("softcap"), nb::arg("stream"),
+      nb::arg("dk"), nb::arg("dv"), nb::arg("dq_accum").none(), nb::arg("deterministic"),
+      nb::arg("scale"), nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"),
+      nb::arg("softcap"), nb::arg("stream"),
       "Attention backward: dq, dk, dv (shaped like q, k, v, q's dtype) from dout, the forward's "
       "out and lse, and optionally dlse; delta float32 [B, Hq, Lq] is workspace.  "
-      "Deterministic (no atomics).");
+      "deterministic: no float atomics (same bits every run); otherwise dq_accum float32 "
+      "[B * Hq * Lq, D] (contiguous) is the dQ accumulation workspace.");
 
   m.def(
       "plan",
@@ -545,7 +387,7 @@ NB_MODULE(_cuda, m) {
         p.d = D, p.dv = Dv, p.rows = Lq * p.group;
         p.window_left = mlx_attn_common::window_side(window_left);
         p.window_right = fold_causal(causal, mlx_attn_common::window_side(window_right));
-        const PlanResult r = plan_with_override(p, device);
+        const PlanResult r = plan_with_override(p, device, false);
         return nb::make_tuple(r.config, r.num_splits);
       },
       nb::arg("B"), nb::arg("Hq"), nb::arg("Hkv"), nb::arg("Lq"), nb::arg("Lk"), nb::arg("D"),

@@ -2,7 +2,8 @@
 // the instances nvcc builds from cuda_bridge/src/kernel_instance.cu.in (MA_DEFINE_FWD /
 // MA_DEFINE_BWD, launching through launch.cuh / bwd_launch.cuh), the planner of api.cu
 // (blocks.h make_plan on traits.h's tile sizes), and the parameter filling of binding.cpp
-// (check_fwd_args / set_scalars / check_bwd_args) for arguments Python has already checked.
+// (check_fwd_args / set_scalars / check_bwd_args, and binding_varlen.cpp's varlen twins) for
+// arguments Python has already checked.
 // EMU_CTYPE, EMU_TAG and EMU_HDIM come from the compiler command line (attention.py).
 #include "mlx_attn_cuda/blocks.h"
 #include "mlx_attn_cuda/bwd_launch.cuh"
@@ -77,6 +78,14 @@ __attribute__((visibility("default"))) void emu_plan(const EmuAttn* a, int64_t* 
   const Plan pl = make_plan(p, (int)a->num_sms, t.prefill_m, t.decode_m, t.decode_n);
   *config = pl.config;
   *splits = pl.num_splits;
+}
+
+// The varlen planner on shapes alone (a->b sequences, a->lq / a->lk the longest lengths), as
+// binding_varlen.cpp's plan_varlen: the tiles only, never a split.
+__attribute__((visibility("default"))) void emu_plan_varlen(const EmuAttn* a, int64_t* config) {
+  const FwdParams p = fwd_params(*a);
+  const TileSizes t = tile_sizes(head_dim_bucket(p.d, p.dv));
+  *config = make_plan_varlen(p, (int)a->num_sms, t.prefill_m, t.decode_m).config;
 }
 
 __attribute__((visibility("default"))) int emu_fwd(const EmuAttn* a, char* err, int len) {

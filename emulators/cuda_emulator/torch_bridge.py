@@ -1,25 +1,40 @@
 """The CUDA bridge's module interface (`mlx_attn.backends.cuda._cuda`) on the emulator: what
 mlx_attn loads as its CUDA extension under MLX_ATTN_CUDA_EMULATE=1.
 
-The same functions with the same arguments as cuda_bridge/src/binding.cpp (`plan`, `fwd`,
-`bwd`, the device queries), taking torch CPU tensors: the kernels run in the emulator
-(`attention.forward` / `backward`) and their results are written into the caller's `out`, `lse`,
-`dq`, `dk`, `dv`, so that the backend, the torch custom ops, autograd, torch.compile and varlen
-above it run exactly as on a GPU. The emulated device is an sm_80 part with 108 SMs (an A100,
+The same functions with the same arguments as cuda_bridge/src/binding.cpp and
+binding_varlen.cpp (`plan`, `fwd`, `bwd`, `plan_varlen`, `fwd_varlen`, `bwd_varlen`, the device
+queries, `varlen_backward_fused`), taking torch CPU tensors: the kernels run in the emulator
+(`attention.forward` / `backward`, `varlen.forward_varlen` / `backward_varlen`) and their
+results are written into the caller's `out`, `lse`, `dq`, `dk`, `dv`, so that the backend, the
+torch custom ops, autograd, torch.compile and varlen above it run exactly as on a GPU. The emulated device is an sm_80 part with 108 SMs (an A100,
 whose SM count the planner reads); MLX_ATTN_CUDA_CONFIG / MLX_ATTN_CUDA_SPLITS force the
 planner's choice as they do for the real bridge.
 """
 from __future__ import annotations
 
+import inspect
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import attention
+from . import attention, varlen
 
 NUM_SMS = 108
 CAPABILITY = (8, 0)
+
+
+def _bwd_reads_varlen() -> bool:
+    """api.h's kBwdReadsVarlen: whether the backward kernels read cu_seqlens (binding.cpp
+    exports the same constant as `varlen_backward_fused`)."""
+    api = Path(__file__).resolve().parents[2] / "cuda_bridge/include/mlx_attn_cuda/api.h"
+    m = re.search(r"constexpr bool kBwdReadsVarlen = (true|false);", api.read_text())
+    return bool(m) and m.group(1) == "true"
+
+
+varlen_backward_fused = _bwd_reads_varlen()
 
 
 def device_count():
@@ -112,11 +127,67 @@ def fwd(q, k, v, out, lse, mask, o_accum, lse_accum, num_splits, scale, causal, 
     _into(lse, l)
 
 
-def bwd(dout, q, k, v, out, lse, dlse, mask, delta, dq, dk, dv, scale, causal, window_left,
-        window_right, softcap, stream):
-    """Backward into dq, dk, dv (delta is the emulator's own workspace)."""
+def _deterministic_kw(deterministic) -> dict:
+    """`deterministic` for attention.backward when it takes the keyword (the tensor-core
+    backward's emulator front end does; the SIMT one's has no such mode and uses no atomics)."""
+    if "deterministic" in inspect.signature(attention.backward).parameters:
+        return {"deterministic": bool(deterministic)}
+    return {}
+
+
+def bwd(dout, q, k, v, out, lse, dlse, mask, delta, dq, dk, dv, dq_accum, deterministic, scale,
+        causal, window_left, window_right, softcap, stream):
+    """Backward into dq, dk, dv (delta and dq_accum are the emulator's own workspace)."""
     grads = attention.backward(_numpy(q), _numpy(k), _numpy(v), _numpy(out), _numpy(lse),
                                _numpy(dout), dlse=_numpy(dlse),
-                               **_common(q, mask, scale, causal, window_left, window_right, softcap))
+                               **_common(q, mask, scale, causal, window_left, window_right, softcap),
+                               **_deterministic_kw(deterministic))
+    for dst, src in zip((dq, dk, dv), grads):
+        _into(dst, src)
+
+
+# ---- fused varlen (binding_varlen.cpp) ----------------------------------------------------------
+def plan_varlen(num_seqs, Hq, Hkv, max_seqlen_q, max_seqlen_k, D, Dv, causal, window_left,
+                window_right, device):
+    """(config, 1): the varlen planner's tiles (blocks.h make_plan_varlen), or the forced
+    MLX_ATTN_CUDA_CONFIG; never a split."""
+    config, _ = _override()
+    if config is None:
+        config = varlen.plan_shapes(num_seqs, Hq, Hkv, max_seqlen_q, max_seqlen_k, D, Dv,
+                                    num_sms=NUM_SMS)
+    return attention.CONFIGS[config], 1
+
+
+def _varlen_common(q, cu_seqlens_q, cu_seqlens_k, scale, causal, window_left, window_right,
+                   softcap):
+    kw = _common(q, None, scale, causal, window_left, window_right, softcap)
+    del kw["mask"]
+    return (_numpy(cu_seqlens_q), _numpy(cu_seqlens_k)), kw
+
+
+def fwd_varlen(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale,
+               causal, window_left, window_right, softcap, config, stream):
+    """Fused varlen forward into out [total_q, Hq, Dv] and lse [Hq, total_q]."""
+    cu, kw = _varlen_common(q, cu_seqlens_q, cu_seqlens_k, scale, causal, window_left,
+                            window_right, softcap)
+    o, l = varlen.forward_varlen(_numpy(q), _numpy(k), _numpy(v), *cu, int(max_seqlen_q),
+                                 int(max_seqlen_k), config=("prefill", "decode")[config],
+                                 num_sms=NUM_SMS, **kw)
+    _into(out, o)
+    _into(lse, l)
+
+
+def bwd_varlen(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+               max_seqlen_k, delta, dq, dk, dv, dq_accum, deterministic, scale, causal,
+               window_left, window_right, softcap, stream):
+    """Fused varlen backward into dq, dk, dv (delta and dq_accum are the emulator's own)."""
+    if not varlen_backward_fused:
+        raise RuntimeError("mlx_attn CUDA: bwd_varlen: this build's backward kernels read no "
+                           "cu_seqlens (varlen_backward_fused is False); run one bwd() per sequence")
+    cu, kw = _varlen_common(q, cu_seqlens_q, cu_seqlens_k, scale, causal, window_left,
+                            window_right, softcap)
+    grads = varlen.backward_varlen(_numpy(q), _numpy(k), _numpy(v), _numpy(out), _numpy(lse),
+                                   _numpy(dout), *cu, int(max_seqlen_q), int(max_seqlen_k),
+                                   dlse=_numpy(dlse), deterministic=bool(deterministic), **kw)
     for dst, src in zip((dq, dk, dv), grads):
         _into(dst, src)

@@ -134,8 +134,9 @@ def explain_call(call: AttentionCall, backend: str = "auto") -> str:
             status = "cannot run: " + "; ".join(reasons)
         else:
             status = "could run (not chosen)"
-        if candidate.note():
-            status += f" [{candidate.note()}]"
+        note = candidate.call_note(call)
+        if note:
+            status += f" [{note}]"
         lines.append(f"  {candidate.name:<6} {status}")
     if problem:
         lines.append(f"error: {problem}")

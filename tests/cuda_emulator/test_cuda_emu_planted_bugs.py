@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cuda_emu_cases import Problem, check_backward, check_forward
+from cuda_emu_varlen_cases import VarlenProblem, check_forward_varlen
 from cuda_emulator import CudaEmulatorError, attention
 
 
@@ -47,10 +48,30 @@ BUGS = [
         "for (int i = i_lo; i < i_hi; ++i) {", "bfloat16", 64, "backward"),
     Bug("dQ key range off by one", "bwd_kernel.cuh", "for (int j = j_lo; j <= j_hi; ++j) {",
         "for (int j = j_lo + 1; j <= j_hi; ++j) {", "float16", 32, "backward"),
+    # the shared-memory epilogue and fused varlen (tile_io.cuh, blocks.h seq_view, fwd_kernel.cuh)
+    Bug("staged O store drops the row predicate", "tile_io.cuh",
+        "if (r >= p.rows || c * 8 >= p.dv) continue;", "if (c * 8 >= p.dv) continue;",
+        "float16", 64, "prefill"),
+    Bug("varlen out pointer drops the sequence's first row", "blocks.h",
+        "v.out = static_cast<T*>(p.out) + s.q0 * p.o_sl;", "v.out = static_cast<T*>(p.out);",
+        "float16", 64, "varlen"),
+    Bug("varlen causal / key tail use the longest lk, not the sequence's", "blocks.h",
+        "v.lk = s.lk;", "v.lk = p.lk;", "bfloat16", 64, "varlen"),
+    Bug("varlen K/V tiles start at row 0, not the sequence's first key", "fwd_kernel.cuh",
+        "const int64_t k0 = p.cu_seqlens_k != nullptr ? p.cu_seqlens_k[bb] : 0;",
+        "const int64_t k0 = 0;", "float16", 64, "varlen"),
+    Bug("varlen lse at the dense index", "fwd_kernel.cuh",
+        "p.lse[lse_index(p, seq_o, b, h, i)] = lse;", "p.lse[((int64_t)b * p.hq + h) * p.lq + i] = lse;",
+        "bfloat16", 64, "varlen"),
 ]
 
 
 def run_check(bug: Bug, patches):
+    if bug.check == "varlen":  # ragged, with empty sequences, Lq != Lk, GQA
+        p = VarlenProblem(bug.dtype, [5, 0, 17, 3, 0, 9], [9, 4, 0, 30, 0, 9], 4, 2, bug.D, seed=23,
+                          causal=True)
+        check_forward_varlen(p, config="prefill", patches=patches)
+        return
     # decode: three splits of one 128-key block each
     p = Problem(bug.dtype, 1, 4, 2, 70, 300 if bug.check == "decode" else 75, bug.D, seed=21, causal=True)
     if bug.check == "prefill":

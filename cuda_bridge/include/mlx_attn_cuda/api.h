@@ -36,14 +36,24 @@ struct PlanResult {
   int num_splits = 1;
 };
 PlanResult plan(const FwdParams& p, int device);
+// The same for a fused varlen launch (p.b sequences, p.lq / p.lk / p.rows the longest's):
+// blocks.h make_plan_varlen, always one split.
+PlanResult plan_varlen(const FwdParams& p, int device);
 
 // Launch on `stream` (a cudaStream_t as an integer; 0 = the legacy default stream) of
-// `device`.  p must be fully checked (binding.cpp).  Throws std::runtime_error on a CUDA error
+// `device`.  p must be fully checked (binding.cpp; varlen: binding_varlen.cpp, p.cu_seqlens_q/k
+// set, num_splits 1, no mask).  Throws std::runtime_error on a CUDA error
 // or an unsupported head dim / configuration.
 void run_fwd(FwdParams& p, int dtype, int config, int device, uintptr_t stream);
 
 // The backward (delta, dK/dV, dQ kernels) on `stream`; p checked by binding.cpp.  Writes
-// p.delta, p.dq, p.dk, p.dv.  Deterministic: no atomics (bwd_kernel.cuh).
+// p.delta, p.dq, p.dk, p.dv.  p.deterministic / p.dq_accum select the dQ mode (params.h); the
+// SIMT kernels of today ignore both (they never use atomics) and read no cu_seqlens.
 void run_bwd(BwdParams& p, int dtype, int device, uintptr_t stream);
+
+// Whether run_bwd's kernels read p.f.cu_seqlens_q/k (fused varlen backward).  The SIMT backward
+// does not: binding_varlen.cpp's bwd_varlen refuses to launch it, and the Python side runs one
+// dense backward per sequence.  The tensor-core backward (wip/17-bwd) sets it.
+constexpr bool kBwdReadsVarlen = false;
 
 }  // namespace mlx_attn_cuda

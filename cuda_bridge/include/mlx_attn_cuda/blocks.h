@@ -44,6 +44,23 @@ MA_HD float combined_lse(float m, float sum) { return m == -INFINITY ? m : m + l
 // that saw no allowed key, or when no split did; NaN when lse is NaN.
 MA_HD float split_weight(float ls, float lse) { return lse == -INFINITY ? 0.f : expf(ls - lse); }
 
+// The per-CTA view of p for one batch entry / varlen sequence s (params.h seq_of): q, k, v and
+// out start at the sequence's first row and lq, lk, rows are its own, so that key_blocks,
+// block_needs_mask, apply_mask and the tile loads / stores below take it unchanged.  Dense:
+// the same values as p (q0 = k0 = 0, the full lengths).  T is the element type.
+template <typename T>
+MA_HD FwdParams seq_view(const FwdParams& p, const Seq& s) {
+  FwdParams v = p;
+  v.q = static_cast<const T*>(p.q) + s.q0 * p.q_sl;
+  v.k = static_cast<const T*>(p.k) + s.k0 * p.k_sl;
+  v.v = static_cast<const T*>(p.v) + s.k0 * p.v_sl;
+  v.out = static_cast<T*>(p.out) + s.q0 * p.o_sl;
+  v.lq = s.lq;
+  v.lk = s.lk;
+  v.rows = s.lq * p.group;
+  return v;
+}
+
 struct BlockRange {
   int begin = 0;  // first key block (in units of block_n keys)
   int end = 0;    // one past the last; begin >= end means nothing to do
@@ -118,6 +135,20 @@ inline int decode_splits(const FwdParams& p, int num_sms, int decode_m, int deco
   return (int)splits;
 }
 
+// Fused varlen (p.rows, p.b: the longest sequence's rows, the number of sequences): never
+// split (the combine and its workspace are dense-only).  The 64-row tiles are still chosen when
+// the longest sequence's rows (max Lq * G) fit in 64, or when the prefill tiles give fewer CTAs
+// than SMs: a 128-row tile would leave half its warps idle on every such sequence (they still
+// load and sync), and 64-row tiles double the CTAs of a small launch; their deeper K/V pipeline
+// (traits.h) also suits the short, memory-bound query blocks of decode-like batches.
+// Provisional, as make_plan (tune on a GPU).
+inline Plan make_plan_varlen(const FwdParams& p, int num_sms, int prefill_m, int decode_m) {
+  Plan plan;
+  const long long prefill_ctas = (long long)ceil_div(p.rows, prefill_m) * p.b * p.hkv;
+  if (p.rows <= decode_m || prefill_ctas < num_sms) plan.config = kDecode;
+  return plan;
+}
+
 // `prefill_m` / `decode_m` / `decode_n` are the tile sizes of the two configurations for this
 // head dim (traits.h).  Provisional heuristic (to be tuned on a GPU): keep the prefill tiles
 // whenever they already give at least one CTA per SM; otherwise use 64-row tiles and split the
@@ -125,6 +156,7 @@ inline int decode_splits(const FwdParams& p, int num_sms, int decode_m, int deco
 inline Plan make_plan(const FwdParams& p, int num_sms, int prefill_m, int decode_m,
                       int decode_n) {
   Plan plan;
+  if (p.cu_seqlens_q != nullptr) return make_plan_varlen(p, num_sms, prefill_m, decode_m);
   const long long bh = (long long)p.b * p.hkv;
   const long long prefill_ctas = (long long)ceil_div(p.rows, prefill_m) * bh;
   if (prefill_ctas >= num_sms || p.lk <= 0 || p.rows <= 0) return plan;

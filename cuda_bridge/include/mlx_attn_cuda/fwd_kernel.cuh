@@ -23,6 +23,19 @@
 //
 // Split-KV (num_splits > 1): split s visits its share of the key blocks and writes an O
 // normalised by its own sum plus its lse (float32 workspace); combine_kernel.cuh merges them.
+//
+// Fused varlen (p.cu_seqlens_q set; docs/cuda.md "Varlen"): the grid is sized by the longest
+// sequence and "batch" b is the sequence.  The CTA reads its Seq and works on a view of p
+// (`ps`, blocks.h seq_view) whose lq / lk / rows are the sequence's, so every range, tail and
+// causal/window offset below is per sequence; the Q load reads ps.q, the K/V loads and the
+// epilogue offset their pointers by the sequence's first rows themselves (see issue() and po:
+// fewer registers live across the main loop).  A CTA whose
+// query block starts past its sequence exits at once, before any barrier (uniformly: the
+// whole CTA).  An empty key range (lk = 0) visits no block and writes zeros and lse -inf.
+//
+// Epilogue (num_splits == 1): the normalised O tile goes through shared memory (the Q tile's
+// space, free after a barrier) and out with 16-byte stores, a row's chunks by consecutive
+// threads, instead of 4-byte stores scattered over 8 rows per warp instruction (tile_io.cuh).
 #pragma once
 
 #include "blocks.h"
@@ -49,19 +62,26 @@ __global__ void __launch_bounds__(Tr::kNThreads, Tr::kMinBlocks) fwd_kernel(cons
   T* sV = sK + Tr::kStages * Tr::kKVElems;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int m_blocks = ceil_div(p.rows, kBM);
+  const int m_blocks = ceil_div(p.rows, kBM);  // varlen: of the longest sequence
   // Heaviest query blocks first (causal: the last rows see the most keys).
   const int m_block = m_blocks - 1 - (int)(blockIdx.x % (unsigned)m_blocks);
   const int bh = (int)(blockIdx.x / (unsigned)m_blocks);
   const int b = bh / p.hkv, hk = bh % p.hkv;
   const int split = blockIdx.y;
   const int r0 = m_block * kBM;
+
+  // The CTA's batch entry / sequence: ps is p with the sequence's pointers and lengths (dense:
+  // the same values as p).  Varlen: a query block past the sequence's rows has nothing to do.
+  const Seq seq = seq_of(p, b);
+  if (r0 >= seq.lq * p.group) return;  // whole CTA, before any barrier; never taken dense
+  const FwdParams ps = seq_view<T>(p, seq);
+
   const int warp_row0 = warp * Tr::kWarpRows;
   // Warps whose rows are all past the end (decode: Lq * G < 64) skip the math but still load
   // and synchronise with the others.
-  const bool warp_active = r0 + warp_row0 < p.rows;
+  const bool warp_active = r0 + warp_row0 < ps.rows;
 
-  const BlockRange range = split_blocks(key_blocks(p, r0, kBM, kBN), split, p.num_splits);
+  const BlockRange range = split_blocks(key_blocks(ps, r0, kBM, kBN), split, p.num_splits);
   const int nblk = range.end > range.begin ? range.end - range.begin : 0;
   const int npos = 2 * nblk;
 
@@ -71,15 +91,18 @@ __global__ void __launch_bounds__(Tr::kNThreads, Tr::kMinBlocks) fwd_kernel(cons
     const int t = pos >> 1, slot = t % Tr::kStages;
     const int n0 = (range.begin + t) * kBN;
     const int bb = opaque(b), hh = opaque(hk), th = opaque(tid);
+    // The sequence's first key row (dense: 0), re-read per tile (an L1 hit) rather than kept
+    // live across the main loop: D=192 spilled with it (or with 64-bit ps.k / ps.v) in registers.
+    const int64_t k0 = p.cu_seqlens_k != nullptr ? p.cu_seqlens_k[bb] : 0;
     if (pos & 1)
-      load_kv_tile<Tr>(static_cast<const T*>(p.v) + bb * p.v_sb + hh * p.v_sh, p.v_sl, n0, p.lk,
-                       p.dv, sV + slot * Tr::kKVElems, th);
+      load_kv_tile<Tr>(static_cast<const T*>(p.v) + bb * p.v_sb + hh * p.v_sh + k0 * p.v_sl,
+                       p.v_sl, n0, ps.lk, p.dv, sV + slot * Tr::kKVElems, th);
     else
-      load_kv_tile<Tr>(static_cast<const T*>(p.k) + bb * p.k_sb + hh * p.k_sh, p.k_sl, n0, p.lk,
-                       p.d, sK + slot * Tr::kKVElems, th);
+      load_kv_tile<Tr>(static_cast<const T*>(p.k) + bb * p.k_sb + hh * p.k_sh + k0 * p.k_sl,
+                       p.k_sl, n0, ps.lk, p.d, sK + slot * Tr::kKVElems, th);
   };
 
-  load_q_tile<Tr>(p, sQ, b, hk, r0, tid);
+  load_q_tile<Tr>(ps, sQ, b, hk, r0, tid);
   cp_async_commit();
 #pragma unroll
   for (int pos = 0; pos < Tr::kAhead; ++pos) {
@@ -161,8 +184,8 @@ __global__ void __launch_bounds__(Tr::kNThreads, Tr::kMinBlocks) fwd_kernel(cons
         }
       }
       if (explicit_path) explicit_scores(p, acc_s);
-      if (block_needs_mask(p, r0, kBM, n, kBN))
-        apply_mask(p, acc_s, n * kBN, lane, b, hk, thread_row0);
+      if (block_needs_mask(ps, r0, kBM, n, kBN))
+        apply_mask(ps, acc_s, n * kBN, lane, b, hk, thread_row0);
       softmax_step(acc_s, acc_o, row_max, row_sum, mul);
     }
 
@@ -200,9 +223,38 @@ __global__ void __launch_bounds__(Tr::kNThreads, Tr::kMinBlocks) fwd_kernel(cons
   }
   cp_async_wait<0>();  // nothing may be in flight when the CTA exits
 
-  if (!warp_active) return;
   // ---- epilogue: normalise, store O (and lse) or the split's partial results ------------
   const int tig = lane_tig(lane);
+  if (p.num_splits == 1) {
+    // Every warp is done reading sQ (and no copy into it is pending): the O tile may take its
+    // place.  All warps reach both barriers; inactive ones only help with the stores.
+    __syncthreads();
+    // The sequence again (an L1 hit), rather than its offsets kept live across the main loop.
+    const Seq seq_o = seq_of(p, opaque(b));
+    const FwdParams po = seq_view<T>(p, seq_o);
+    if (warp_active) {
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi) {
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          float lse;
+          const float inv = finish_row(row_max[mi][hr], row_sum[mi][hr], mul, lse);
+          const int row = warp_row0 + lane_group(lane) + 16 * mi + 8 * hr;  // in the tile
+          stage_o_row<Tr>(sQ, row, tig, acc_o[mi], hr, inv);
+          const int r = r0 + row;
+          if (tig == 0 && r < po.rows) {
+            const int i = r / p.group, h = hk * p.group + r % p.group;
+            p.lse[lse_index(p, seq_o, b, h, i)] = lse;
+          }
+        }
+      }
+    }
+    __syncthreads();
+    store_o_tile<Tr>(po, sQ, b, hk, r0, tid);
+    return;
+  }
+
+  if (!warp_active) return;
 #pragma unroll
   for (int mi = 0; mi < kMT; ++mi) {
 #pragma unroll
@@ -212,28 +264,16 @@ __global__ void __launch_bounds__(Tr::kNThreads, Tr::kMinBlocks) fwd_kernel(cons
       const int r = thread_row0 + 16 * mi + 8 * hr;
       if (r >= p.rows) continue;
       const int i = r / p.group, h = hk * p.group + r % p.group;
-      if (p.num_splits == 1) {
-        T* orow = static_cast<T*>(p.out) + b * p.o_sb + h * p.o_sh + (int64_t)i * p.o_sl;
+      const int64_t row = (((int64_t)split * p.b + b) * p.hq + h) * p.lq + i;
+      float* orow = p.o_accum + row * p.dv;
 #pragma unroll
-        for (int dj = 0; dj < kDT; ++dj) {
-          const int col = dj * 8 + 2 * tig;
-          if (col < p.dv)
-            *reinterpret_cast<uint32_t*>(orow + col) =
-                pack2<T>(acc_o[mi][dj][2 * hr] * inv, acc_o[mi][dj][2 * hr + 1] * inv);
-        }
-        if (tig == 0) p.lse[((int64_t)b * p.hq + h) * p.lq + i] = lse;
-      } else {
-        const int64_t row = (((int64_t)split * p.b + b) * p.hq + h) * p.lq + i;
-        float* orow = p.o_accum + row * p.dv;
-#pragma unroll
-        for (int dj = 0; dj < kDT; ++dj) {
-          const int col = dj * 8 + 2 * tig;
-          if (col < p.dv)
-            *reinterpret_cast<float2*>(orow + col) =
-                make_float2(acc_o[mi][dj][2 * hr] * inv, acc_o[mi][dj][2 * hr + 1] * inv);
-        }
-        if (tig == 0) p.lse_accum[row] = lse;
+      for (int dj = 0; dj < kDT; ++dj) {
+        const int col = dj * 8 + 2 * tig;
+        if (col < p.dv)
+          *reinterpret_cast<float2*>(orow + col) =
+              make_float2(acc_o[mi][dj][2 * hr] * inv, acc_o[mi][dj][2 * hr + 1] * inv);
       }
+      if (tig == 0) p.lse_accum[row] = lse;
     }
   }
 #endif

@@ -36,6 +36,10 @@ void launch_fwd_traits(const FwdParams& p, int device, cudaStream_t stream) {
       if (device >= 0 && device < kMaxDevices) done[device] = true;
     }
   }
+  if (p.cu_seqlens_q != nullptr && (p.num_splits != 1 || p.mask_type != kMaskNone))
+    throw std::runtime_error("mlx_attn CUDA: varlen takes num_splits == 1 and no mask");
+  // Varlen: p.rows and p.lq are the longest sequence's, p.b the number of sequences; CTAs past
+  // their sequence's rows exit at once (fwd_kernel.cuh).
   const long long m_blocks = ceil_div(p.rows, Tr::kBlockM);
   const long long ctas = m_blocks * p.b * p.hkv;
   if (ctas > 0x7fffffffLL)

@@ -74,6 +74,48 @@ __device__ __forceinline__ void load_kv_tile(const typename Tr::T* base, int64_t
   }
 }
 
+// ---- the forward epilogue: O through shared memory ------------------------------------
+// The O tile is staged in the swizzled [kBlockM][kHeadDim] layout of the Q tile (whose space it
+// takes), then written with 16-byte stores: consecutive threads take consecutive chunks of a
+// row, so a warp writes whole rows (D=128: 256 contiguous bytes) instead of 4-byte pieces of 8
+// rows.  The swizzle keeps both sides free of bank conflicts: the 8 rows a warp stages at once
+// (lane_group) fall in 8 different chunk columns.
+
+// One normalised row of the thread's C fragments (acc[dj][2 * hr + {0, 1}] are columns
+// 8 * dj + 2 * tig + {0, 1}) into tile row `row` of sO, in T.
+template <class Tr>
+__device__ __forceinline__ void stage_o_row(typename Tr::T* sO, int row, int tig,
+                                            const float (&acc)[Tr::kDTiles][4], int hr,
+                                            float inv) {
+  using T = typename Tr::T;
+#pragma unroll
+  for (int dj = 0; dj < Tr::kDTiles; ++dj)
+    *reinterpret_cast<uint32_t*>(sO + tile_offset<Tr::kChunks>(row, dj) + 2 * tig) =
+        pack2<T>(acc[dj][2 * hr] * inv, acc[dj][2 * hr + 1] * inv);
+}
+
+// The staged tile's rows r0 .. r0 + kBlockM of (batch b, kv head hk) into p.out (p: the
+// CTA's view, blocks.h seq_view): rows past p.rows and chunks past p.dv are not written.  Out's
+// strides are multiples of 8 elements and its base 16-byte aligned (binding.cpp), so every
+// chunk is one aligned 16-byte store.  Rolled (once per CTA; registers stay free).
+template <class Tr>
+__device__ __forceinline__ void store_o_tile(const FwdParams& p, const typename Tr::T* sO, int b,
+                                             int hk, int r0, int tid) {
+  using T = typename Tr::T;
+  constexpr int kTotal = Tr::kBlockM * Tr::kChunks;
+  T* out = static_cast<T*>(p.out);
+#pragma unroll 1
+  for (int idx = tid; idx < kTotal; idx += Tr::kNThreads) {
+    const int row = idx / Tr::kChunks, c = idx % Tr::kChunks;
+    const int r = r0 + row;
+    if (r >= p.rows || c * 8 >= p.dv) continue;
+    const int i = r / p.group, h = hk * p.group + r % p.group;
+    T* dst = out + b * p.o_sb + h * p.o_sh + (int64_t)i * p.o_sl + c * 8;
+    *reinterpret_cast<uint4*>(dst) =
+        *reinterpret_cast<const uint4*>(sO + tile_offset<Tr::kChunks>(row, c));
+  }
+}
+
 // Per-lane ldmatrix offsets of the three operands (layout.h: SplitOffset).
 template <class Tr>
 struct LdsmOffsets {

@@ -80,6 +80,10 @@ struct FwdTraits {
 
   static constexpr int kQElems = kBlockM * kHeadDim;
   static constexpr int kKVElems = kBlockN * kHeadDim;
+  // The epilogue stages the normalised O tile (kBlockM x kHeadDim in T, the Q tile's swizzled
+  // layout) in the Q tile's space once the main loop is done with it (fwd_kernel.cuh), so that
+  // out is written with coalesced 16-byte stores at no extra shared memory or occupancy.
+  static constexpr int kOElems = kBlockM * kHeadDim;
   static constexpr size_t kSmemBytes =
       (size_t)(kQElems + 2 * kStages * kKVElems) * sizeof(T);
   // Occupancy hint for __launch_bounds__: lets ptxas use up to 255 registers per thread.
@@ -89,6 +93,7 @@ struct FwdTraits {
   static_assert(kBlockN % 16 == 0, "key tile is a whole number of k16 steps");
   static_assert(kHeadDim % 32 == 0, "head dim bucket is a multiple of 32");
   static_assert(kStages == 1 || kStages == 2, "1 or 2 K/V stages");
+  static_assert(kOElems <= kQElems, "the staged O tile reuses the Q tile's shared memory");
 };
 
 // Tile configuration per (dtype, head-dim bucket, config); see the table above.

@@ -32,6 +32,10 @@ class Backend:
         """A remark `explain()` adds to this backend's line (e.g. that it is emulated)."""
         return ""
 
+    def call_note(self, call) -> str:
+        """The remark for this call (e.g. how it runs varlen); note() unless overridden."""
+        return self.note()
+
     # -- what subclasses override -------------------------------------------------------------
     def _availability_reasons(self) -> list[str]:
         """Why this backend cannot run on this machine at all (not built, wrong OS, ...)."""

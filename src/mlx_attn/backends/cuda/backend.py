@@ -5,9 +5,9 @@ by the buckets 32/64/96/128/192/256, zero-padded inside the kernel), GQA/MQA, Dv
 (bottom-right), window, softcap, bool/additive masks and lse, on compute capability 8.0 or
 newer.  They are reached through the torch custom ops `torch.ops.mlx_attn.fwd` / `.bwd`
 (ops.py), so gradients flow through torch.autograd (backward kernels, no atomics:
-deterministic).  varlen runs one dense launch per sequence on views of the packed tensors (no
-copies of q/k/v; correct, but launch-bound for many short sequences: a fused varlen kernel is
-future work).
+deterministic).  varlen forward is one fused launch for all sequences (the kernels read
+cu_seqlens; varlen_ops.py, docs/cuda.md); its backward runs one dense backward launch per
+sequence until the backward kernels read cu_seqlens too (`_cuda.varlen_backward_fused`).
 """
 from __future__ import annotations
 
@@ -35,6 +35,15 @@ class CudaBackend(Backend):
     def note(self) -> str:
         return ("emulated: MLX_ATTN_CUDA_EMULATE=1 runs the CUDA kernels on the CPU, on torch CPU "
                 "tensors (a verification tool, slow)") if emulated() else ""
+
+    def call_note(self, call: AttentionCall) -> str:
+        notes = [self.note()]
+        if call.varlen:
+            from .varlen_ops import _fused_backward
+
+            notes.append("varlen: fused forward, one launch for all sequences; backward "
+                         + ("fused" if _fused_backward() else "one launch per sequence"))
+        return "; ".join(n for n in notes if n)
 
     # -- machine ---------------------------------------------------------------------------------
     @property
@@ -107,7 +116,15 @@ class CudaBackend(Backend):
         reasons = []
         for name, x in (("q", call.q), ("k", call.k), ("v", call.v)):
             reasons.extend(layout_reasons(name, x))
-        if call.Lq * call.group > _MAX_I32 or call.Lk > _MAX_I32 or call.B * call.Hq > _MAX_I32:
+        if call.varlen:  # Lq / Lk are total_q / total_k; the grid is sized by the maxima
+            longest_q = min(call.max_seqlen_q, call.Lq)  # the op launches no more rows
+            too_large = (longest_q * call.group > _MAX_I32 or call.Lq > _MAX_I32 or
+                         call.Lk > _MAX_I32 or call.Hq * call.Lq > _MAX_I32 or
+                         call.B * call.Hq > _MAX_I32)
+        else:
+            too_large = (call.Lq * call.group > _MAX_I32 or call.Lk > _MAX_I32 or
+                         call.B * call.Hq > _MAX_I32)
+        if too_large:
             reasons.append("problem too large for the kernels' 32-bit row indices")
         return reasons
 
@@ -120,12 +137,13 @@ class CudaBackend(Backend):
         return out, (lse if call.return_lse else None)
 
     def forward_varlen(self, call: AttentionCall):
-        """One dense launch per sequence, on views of the packed tensors (out_blhd: each out is
-        a view of a contiguous [1, L, Hq, Dv], so packing it back is one copy)."""
-        from . import ops
+        """One fused launch for all sequences: the kernels read cu_seqlens (varlen_ops.py)."""
+        from . import varlen_ops
 
-        return call.join_sequences([ops.fwd(q, k, v, None, *_scalars(call), True)
-                                    for q, k, v in call.sequences()])
+        out, lse = varlen_ops.fwd_varlen(call.q, call.k, call.v, call.cu_seqlens_q,
+                                         call.cu_seqlens_k, int(call.max_seqlen_q),
+                                         int(call.max_seqlen_k), *_scalars(call))
+        return out, (lse if call.return_lse else None)
 
 
 def _bucket_reasons(ext, call: AttentionCall) -> list[str]:

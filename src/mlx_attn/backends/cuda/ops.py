@@ -21,9 +21,13 @@ the math backend, a reference implementation that keeps the op usable (and testa
 
 is the backward, wired to fwd with `register_autograd` (so torch.autograd and torch.compile
 both differentiate fwd; the mask gets no gradient, lse does).  On CUDA it runs our backward
-kernels, which never use atomics: `deterministic=True` (or torch's deterministic-algorithms
-mode) is honoured by construction.  Elsewhere it evaluates the kernels' formulas in float32
-torch (a stand-in so that the ops can be opchecked and traced without a GPU).
+kernels with `deterministic` (torch's deterministic-algorithms mode when called by autograd):
+True asks for no float atomics; otherwise dQ may be accumulated with atomics in a float32
+`dq_accum` workspace, allocated here ([B * Hq * Lq, D]; today's kernels use no atomics and
+ignore it).  Elsewhere it evaluates the kernels' formulas in float32 torch (a stand-in so that
+the ops can be opchecked and traced without a GPU).
+
+The fused varlen ops (`mlx_attn::fwd_varlen` / `bwd_varlen`) are in varlen_ops.py.
 """
 from __future__ import annotations
 
@@ -71,7 +75,7 @@ def bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o
         deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if _on_kernels(q):
         return _bwd_cuda(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left,
-                         window_right, softcap)
+                         window_right, softcap, deterministic)
     return _bwd_reference(dout, q, k, v, dlse, mask, scale, causal, window_left, window_right,
                           softcap)
 
@@ -117,11 +121,8 @@ def _on_device(q: torch.Tensor):
 
 
 def _bwd_cuda(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left, window_right,
-              softcap):
-    ext = extension()
-    if ext is None:
-        raise RuntimeError(f"mlx_attn CUDA extension mlx_attn.backends.cuda._cuda is not available: "
-                           f"{load_error()}")
+              softcap, deterministic):
+    ext = require_extension()
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
@@ -137,12 +138,30 @@ def _bwd_cuda(dout, q, k, v, out, lse, dlse, mask, scale, causal, window_left, w
         if mask.dtype == torch.float64:
             mask = mask.float()
     delta = torch.empty((B, Hq, Lq), dtype=torch.float32, device=q.device)
+    dq_accum = dq_workspace(B * Hq * Lq, q, deterministic)
     context, _, stream = _on_device(q)
     with context:
         ext.bwd(dout, q.detach(), k.detach(), v.detach(), _dense_last(out.detach()),
-                lse.detach().contiguous(), dlse, mask, delta, dq, dk, dv, float(scale),
-                bool(causal), int(window_left), int(window_right), float(softcap), stream)
+                lse.detach().contiguous(), dlse, mask, delta, dq, dk, dv, dq_accum,
+                bool(deterministic), float(scale), bool(causal), int(window_left),
+                int(window_right), float(softcap), stream)
     return dq, dk, dv
+
+
+def dq_workspace(rows: int, q: torch.Tensor, deterministic: bool):
+    """The non-deterministic backward's float32 dQ accumulator [rows of lse, D] (params.h
+    BwdParams; the kernels zero it), None when deterministic."""
+    if deterministic:
+        return None
+    return torch.empty((rows, q.shape[-1]), dtype=torch.float32, device=q.device)
+
+
+def require_extension():
+    ext = extension()
+    if ext is None:
+        raise RuntimeError(f"mlx_attn CUDA extension mlx_attn.backends.cuda._cuda is not available: "
+                           f"{load_error()}")
+    return ext
 
 
 def _dense_last(x: torch.Tensor) -> torch.Tensor:
@@ -196,10 +215,7 @@ def _bwd_reference(dout, q, k, v, dlse, mask, scale, causal, window_left, window
 
 
 def _fwd_cuda(q, k, v, mask, scale, causal, window_left, window_right, softcap, out_blhd):
-    ext = extension()
-    if ext is None:
-        raise RuntimeError(f"mlx_attn CUDA extension mlx_attn.backends.cuda._cuda is not available: "
-                           f"{load_error()}")
+    ext = require_extension()
     B, Hq, Lq, D = q.shape
     Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
     out = _empty_out(q, B, Hq, Lq, Dv, out_blhd)
