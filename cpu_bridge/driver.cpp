@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernel_api.h"
+#include "peak.h"
 #include "pool.h"
 
 namespace mlx_attn_cpu {
@@ -188,6 +189,8 @@ void set_num_threads(int n) {
 
 const char* isa_name() { return isa().name; }
 
+bool isa_supported(const char* name) { return name && isa_by_name(name) != nullptr; }
+
 void set_isa(const char* name) {
   const std::string n = name ? name : "auto";
   if (n == "auto") { g_isa.store(best_isa()); return; }
@@ -200,21 +203,14 @@ void forward(const Problem& p_in) {
   check(p_in, false);
   const Problem p = with_window_canonical(p_in);
   const int G = p.Hq / p.Hkv;
-  // Decode-sized row blocks (<= 8 rows) waste most of a 16-lane vector in fwd_rows, whose lanes
-  // are query rows: the ISA's fwd_small (head dim across the lanes) takes them when it has one,
-  // else the 8-lane AVX2 kernels (same FLOP rate per lane on Zen 4, twice the utilisation).
-  const IsaKernels* Kp = &isa();
-  bool use_small = false;
-  if (Kp->W == 16) {
-    bool small = true;
-    for (int b = 0; b < p.B && small; ++b) {
-      const int Lq = seq_of(p, b).Lq;
-      small = (G > 1 && Lq <= 8) ? G * Lq <= 8 : Lq <= 8;
-    }
-    if (small && Kp->fwd_small) use_small = true;
-    else if (small && isa_by_name("avx2")) Kp = isa_by_name("avx2");
+  // Decode-sized row blocks (<= 8 rows) waste most of a vector in fwd_rows, whose lanes are
+  // query rows: the ISA's fwd_small (head dim across the lanes; AVX-512 and AVX2) takes them.
+  const IsaKernels& K = isa();
+  bool use_small = K.fwd_small != nullptr;
+  for (int b = 0; b < p.B && use_small; ++b) {
+    const int Lq = seq_of(p, b).Lq;
+    use_small = (G > 1 && Lq <= 8) ? G * Lq <= 8 : Lq <= 8;
   }
-  const IsaKernels& K = *Kp;
   const int BQ = K.rows;
   std::vector<Rows> blocks;
   std::vector<int64_t> est;
