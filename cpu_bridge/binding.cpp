@@ -288,6 +288,9 @@ double fma_peak(const std::string& name, double seconds, int threads) {
   if (name == "avx512") fn = fma_loop_avx512;
   if (name == "avx512bf16") fn = fma_loop_avx512bf16;
 #endif
+#if defined(__aarch64__)
+  if (name == "neon") fn = fma_loop_neon;
+#endif
   if (!fn || !isa_supported(name.c_str()))
     throw std::invalid_argument("ISA '" + name + "' is not supported on this CPU (or unknown)");
   if (!(seconds > 0.0 && seconds <= 60.0)) throw std::invalid_argument("seconds must be in (0, 60]");

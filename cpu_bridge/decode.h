@@ -1,5 +1,6 @@
 // Forward kernel for decode-sized row blocks (at most 8 query rows of one kv head: the GQA group's
-// heads at Lq <= 8), for AVX-512 (16 lanes) and AVX2 (8 lanes, 16 ymm registers).
+// heads at Lq <= 8), for AVX-512 (16 lanes), AVX2 (8 lanes, 16 ymm registers) and NEON (4 lanes,
+// 32 q registers).
 //
 // fwd.h puts query rows across the vector lanes; with 1-8 rows that wastes most of each vector
 // and broadcasts every K and V element on its own. Here the head dim runs across the lanes
@@ -9,10 +10,13 @@
 //   O[r][:]  += p[r][j] * v[j][:]   e-tiles of O kept in registers over a chunk of keys
 // Decode reads every K / V element once per call, so this path is bound by memory bandwidth
 // rather than by broadcasts. Online softmax per chunk of BKD keys, as in fwd.h (log2 units).
-// fp16 / bf16 K and V are converted a row at a time in registers (F16C; bf16 by a 16-bit shift).
+// fp16 / bf16 K and V are converted a row at a time in registers (F16C or fcvtl; bf16 by a
+// 16-bit shift).
 // Mask values are read per (row, key) with the mask's own strides.
 #pragma once
+#if !defined(ATTN_NEON)
 #include <immintrin.h>
+#endif
 
 #include "fwd.h"
 
@@ -20,7 +24,11 @@ namespace mlx_attn_cpu {
 namespace ATTN_NS {
 namespace {
 
+#if defined(ATTN_NEON)
+static_assert(W == 4, "the NEON decode kernel has 4 lanes");
+#else
 static_assert(W == 16 || W == 8, "the decode kernel is AVX-512 or AVX2");
+#endif
 
 constexpr int kDecodeRows = 8;  // most rows the driver sends to this kernel
 constexpr int BKD = 64;         // keys per chunk (64 / W score vectors per row)
@@ -31,9 +39,35 @@ size_t fwd_small_ws_floats(const Problem& p) {
   return kDecodeRows * (Dp + Dvp) + kDecodeRows * BKD + BKD * (Dp + Dvp) + 64;
 }
 
-// ---- what differs between the two widths: register type, tail loads, the transposing
+// ---- what differs between the widths: register type, tail loads, the transposing
 // reduction, conversions ----
-#if ATTN_W == 16
+#if defined(ATTN_NEON)
+typedef float32x4_t vreg;
+inline vreg vld(const float* x) { return vld1q_f32(x); }
+inline void vst(float* x, vreg a) { vst1q_f32(x, a); }
+inline vreg vfma(vreg a, vreg b, vreg c) { return vfmaq_f32(c, a, b); }  // c + a * b
+inline vreg vset(float x) { return vdupq_n_f32(x); }
+inline vreg vzero() { return vdupq_n_f32(0.0f); }
+// fmaxnmv skips a NaN lane; a NaN score still makes its row NaN through exp2 below
+inline float hmax(vf x) { return vmaxnmvq_f32((float32x4_t)x); }
+inline float hsum(vf x) { return vaddvq_f32((float32x4_t)x); }
+
+// n (<= 4) lanes of a row, the rest zero, never reading past them (no masked loads on NEON).
+inline vreg load_tail(const float* x, int n) {
+  if (n >= 4) return vld1q_f32(x);
+  float buf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int t = 0; t < n; ++t) buf[t] = x[t];
+  return vld1q_f32(buf);
+}
+
+// Sum of each of the 4 vectors, as one vector (lane t = sum of a[t]): two levels of faddp.
+inline vreg reduce_w(vreg a[4]) {
+  return vpaddq_f32(vpaddq_f32(a[0], a[1]), vpaddq_f32(a[2], a[3]));
+}
+
+inline vreg cvt_f16(const uint16_t* x) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x))); }
+inline vreg cvt_bf16(const uint16_t* x) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(x), 16)); }
+#elif ATTN_W == 16
 typedef __m512 vreg;
 inline vreg vld(const float* x) { return _mm512_loadu_ps(x); }
 inline void vst(float* x, vreg a) { _mm512_storeu_ps(x, a); }
@@ -218,8 +252,9 @@ inline void pv_tile(float* O, int Dvp, int Dv, const float* P, int ldP, const fl
 }
 
 // Vectors per e-tile for NR rows: NR x EV accumulators, EV rows of V and a broadcast must fit
-// the register file (32 zmm; 16 ymm).
+// the register file (32 zmm; 16 ymm; 32 NEON q registers: (NR + 1) x EV + 1 <= 31, at most 8).
 template <int NR> constexpr int pv_vectors() {
+  if (W == 4) return 30 / (NR + 1) < 8 ? 30 / (NR + 1) : 8;
   if (W == 16) return NR <= 4 ? 4 : 2;
   return NR <= 2 ? 4 : NR <= 6 ? 2 : 1;
 }

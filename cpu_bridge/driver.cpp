@@ -35,6 +35,10 @@ bool cpu_has(const char* what) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("f16c");
 #endif
+#if defined(__aarch64__)
+  // Advanced SIMD (with FMA and fp16 <-> fp32 conversion) is part of every AArch64 CPU
+  if (!std::strcmp(what, "neon")) return true;
+#endif
   return !std::strcmp(what, "generic");
 }
 
@@ -44,12 +48,15 @@ const IsaKernels* isa_by_name(const std::string& name) {
   if (name == "avx512" && cpu_has("avx512")) return &kernels_avx512();
   if (name == "avx2" && cpu_has("avx2")) return &kernels_avx2();
 #endif
+#if defined(__aarch64__)
+  if (name == "neon" && cpu_has("neon")) return &kernels_neon();
+#endif
   if (name == "generic") return &kernels_generic();
   return nullptr;
 }
 
 const IsaKernels* best_isa() {
-  for (const char* n : {"avx512bf16", "avx512", "avx2", "generic"})
+  for (const char* n : {"avx512bf16", "avx512", "avx2", "neon", "generic"})
     if (auto* k = isa_by_name(n)) return k;
   return &kernels_generic();
 }
@@ -204,7 +211,7 @@ void forward(const Problem& p_in) {
   const Problem p = with_window_canonical(p_in);
   const int G = p.Hq / p.Hkv;
   // Decode-sized row blocks (<= 8 rows) waste most of a vector in fwd_rows, whose lanes are
-  // query rows: the ISA's fwd_small (head dim across the lanes; AVX-512 and AVX2) takes them.
+  // query rows: the ISA's fwd_small (head dim across the lanes; AVX-512, AVX2, NEON) takes them.
   const IsaKernels& K = isa();
   bool use_small = K.fwd_small != nullptr;
   for (int b = 0; b < p.B && use_small; ++b) {

@@ -2,7 +2,7 @@
 #pragma once
 #include "bwd.h"
 #include "peak.h"
-#if ATTN_W == 16 || ATTN_W == 8
+#if ATTN_W == 16 || ATTN_W == 8 || defined(ATTN_NEON)
 #include "decode.h"
 #define ATTN_SMALL(ns) ns::fwd_small_ws_floats, ns::fwd_small
 #else
