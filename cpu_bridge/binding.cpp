@@ -290,6 +290,7 @@ double fma_peak(const std::string& name, double seconds, int threads) {
 #endif
 #if defined(__aarch64__)
   if (name == "neon") fn = fma_loop_neon;
+  if (name == "neonbf16") fn = fma_loop_neonbf16;
 #endif
   if (!fn || !isa_supported(name.c_str()))
     throw std::invalid_argument("ISA '" + name + "' is not supported on this CPU (or unknown)");

@@ -66,7 +66,9 @@ inline vreg reduce_w(vreg a[4]) {
 }
 
 inline vreg cvt_f16(const uint16_t* x) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x))); }
-inline vreg cvt_bf16(const uint16_t* x) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(x), 16)); }
+inline vreg cvt_bf16(const uint16_t* x) {
+  return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(x), 16));
+}
 #elif ATTN_W == 16
 typedef __m512 vreg;
 inline vreg vld(const float* x) { return _mm512_loadu_ps(x); }

@@ -16,6 +16,15 @@
 #include "peak.h"
 #include "pool.h"
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP2_BF16
+#define HWCAP2_BF16 (1UL << 14)  // the kernel's value (older libc headers lack it)
+#endif
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+
 namespace mlx_attn_cpu {
 namespace {
 
@@ -38,6 +47,17 @@ bool cpu_has(const char* what) {
 #if defined(__aarch64__)
   // Advanced SIMD (with FMA and fp16 <-> fp32 conversion) is part of every AArch64 CPU
   if (!std::strcmp(what, "neon")) return true;
+  if (!std::strcmp(what, "neonbf16")) {  // BF16 is optional: ask the OS
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP2) & HWCAP2_BF16) != 0;
+#elif defined(__APPLE__)
+    int has = 0;
+    size_t len = sizeof has;
+    return sysctlbyname("hw.optional.arm.FEAT_BF16", &has, &len, nullptr, 0) == 0 && has;
+#else
+    return false;
+#endif
+  }
 #endif
   return !std::strcmp(what, "generic");
 }
@@ -49,6 +69,7 @@ const IsaKernels* isa_by_name(const std::string& name) {
   if (name == "avx2" && cpu_has("avx2")) return &kernels_avx2();
 #endif
 #if defined(__aarch64__)
+  if (name == "neonbf16" && cpu_has("neonbf16")) return &kernels_neonbf16();
   if (name == "neon" && cpu_has("neon")) return &kernels_neon();
 #endif
   if (name == "generic") return &kernels_generic();
@@ -56,7 +77,7 @@ const IsaKernels* isa_by_name(const std::string& name) {
 }
 
 const IsaKernels* best_isa() {
-  for (const char* n : {"avx512bf16", "avx512", "avx2", "neon", "generic"})
+  for (const char* n : {"avx512bf16", "avx512", "avx2", "neonbf16", "neon", "generic"})
     if (auto* k = isa_by_name(n)) return k;
   return &kernels_generic();
 }

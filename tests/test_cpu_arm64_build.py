@@ -13,7 +13,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SRC = ROOT / "cpu_bridge"
-PORTABLE = ["driver.cpp", "pool.cpp", "isa_generic.cpp", "isa_neon.cpp"]
+PORTABLE = ["driver.cpp", "pool.cpp", "isa_generic.cpp", "isa_neon.cpp", "isa_neonbf16.cpp"]
+# BF16 for isa_neonbf16.cpp alone (CMake: -march=armv8.2-a+bf16; zig's spelling)
+FILE_FLAGS = {"isa_neonbf16.cpp": ["-mcpu=generic+bf16"]}
 FLAGS = ["-std=c++17", "-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-strict-aliasing",
          "-I", str(ROOT / "include")]  # mlx_attn_common/rules.h, shared with the CUDA bridge
 
@@ -29,7 +31,8 @@ def zig_cxx(target, *args):
 @pytest.mark.parametrize("target", ["aarch64-macos", "aarch64-linux-gnu"])
 def test_portable_kernels_compile_for_arm64(target, tmp_path):
     for name in PORTABLE:
-        res = zig_cxx(target, "-Werror=return-type", "-c", str(SRC / name),
+        res = zig_cxx(target, *FILE_FLAGS.get(name, []), "-Werror=return-type", "-c",
+                      str(SRC / name),
                       "-o", str(tmp_path / (name + ".o")))
         assert res.returncode == 0, f"{name} for {target}:\n{res.stderr[-3000:]}"
 
@@ -50,3 +53,11 @@ def test_neon_kernels_use_their_instructions(tmp_path):
     text = asm.read_text(errors="replace")
     for op in ("fmla\tv", "frintn\tv", "fcvtl\tv", "ushll\tv", "faddp\tv"):
         assert op in text, f"no {op.split(chr(9))[0]} in the neon kernels"
+
+
+def test_neon_bf16_kernels_use_bfdot(tmp_path):
+    asm = tmp_path / "neonbf16.s"
+    res = zig_cxx("aarch64-macos", *FILE_FLAGS["isa_neonbf16.cpp"], "-S",
+                  str(SRC / "isa_neonbf16.cpp"), "-o", str(asm))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "bfdot" in asm.read_text(errors="replace"), "no bfdot in the neonbf16 kernels"

@@ -2,6 +2,7 @@
 // into this Python: the AArch64 build run under qemu-aarch64 (tests/test_cpu_arm64_qemu.py).
 //
 //   neon_check ISA DIR...    ISA: "auto" or a name for set_isa; prints "isa NAME" first
+//                            (exit status 3: this CPU does not run ISA)
 //
 // Each DIR holds spec.txt ("key value" lines: dtype B Hq Hkv Lq Lk D Dv scale softcap wl wr
 // mask_kind mask_type backward) and the inputs as raw little-endian arrays, contiguous
@@ -85,7 +86,8 @@ void run_case(const std::string& dir) {
   p.k = k.data(); contiguous(p.ks, p.Hkv, p.Lk, p.D);
   p.v = v.data(); contiguous(p.vs, p.Hkv, p.Lk, p.Dv);
   if (p.mask_kind != mlx_attn_cpu::MASK_NONE) {
-    mask = input(dir, "mask.bin", size_t(p.Lq) * p.Lk, p.mask_type == mlx_attn_cpu::MT_BOOL ? 1 : 4);
+    const size_t mask_bytes = p.mask_type == mlx_attn_cpu::MT_BOOL ? 1 : 4;
+    mask = input(dir, "mask.bin", size_t(p.Lq) * p.Lk, mask_bytes);
     p.mask = mask.data();
     p.ms[0] = 0; p.ms[1] = 0; p.ms[2] = p.Lk; p.ms[3] = 1;
   }
@@ -120,6 +122,11 @@ int main(int argc, char** argv) {
   }
   try {
     mlx_attn_cpu::set_isa(argv[1]);
+  } catch (const std::exception& e) {
+    std::printf("unsupported %s\n", argv[1]);
+    return 3;
+  }
+  try {
     std::printf("isa %s\n", mlx_attn_cpu::isa_name());
     for (int i = 2; i < argc; ++i) {
       run_case(argv[i]);
