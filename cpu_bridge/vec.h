@@ -47,7 +47,9 @@ inline vf vmin(vf a, vf b) { return a < b ? a : b; }
 inline vf sel(vi m, vf a, vf b) { return m ? a : b; }
 // acc + s * b, the micro-kernels' one operation: NEON's fmla by element (no broadcast register)
 #if defined(ATTN_NEON)
-inline vf fma_bcast(vf acc, float s, vf b) { return (vf)vfmaq_n_f32((float32x4_t)acc, (float32x4_t)b, s); }
+inline vf fma_bcast(vf acc, float s, vf b) {
+  return (vf)vfmaq_n_f32((float32x4_t)acc, (float32x4_t)b, s);
+}
 #else
 inline vf fma_bcast(vf acc, float s, vf b) { return acc + s * b; }  // FMA by -ffp-contract
 #endif
