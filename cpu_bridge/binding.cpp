@@ -15,15 +15,20 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "attn.h"
+#include "peak.h"
 #include "pool.h"
 
 namespace nb = nanobind;
@@ -270,6 +275,53 @@ void def_strict(nb::module_& m, const char* name, void (*fn)(A...),
   });
 }
 
+// fp32 GFLOP/s of `isa`'s register-resident FMA loop (peak.h) on `threads` threads (0: the
+// kernel's), the best of three runs of about `seconds` each: the limit the kernels are measured
+// against. The work is many items of about a millisecond, so the dynamic schedule keeps every
+// thread busy until the end.
+double fma_peak(const std::string& name, double seconds, int threads) {
+  using FmaLoop = double (*)(int64_t, float*);
+  FmaLoop fn = nullptr;
+  if (name == "generic") fn = fma_loop_generic;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (name == "avx2") fn = fma_loop_avx2;
+  if (name == "avx512") fn = fma_loop_avx512;
+  if (name == "avx512bf16") fn = fma_loop_avx512bf16;
+#endif
+#if defined(__aarch64__)
+  if (name == "neon") fn = fma_loop_neon;
+  if (name == "neonbf16") fn = fma_loop_neonbf16;
+#endif
+  if (!fn || !isa_supported(name.c_str()))
+    throw std::invalid_argument("ISA '" + name + "' is not supported on this CPU (or unknown)");
+  if (!(seconds > 0.0 && seconds <= 60.0)) throw std::invalid_argument("seconds must be in (0, 60]");
+  if (threads < 0) throw std::invalid_argument("threads must be >= 0 (0 = the kernel's)");
+  const int T = threads > 0 ? threads : num_threads();
+  using clock = std::chrono::steady_clock;
+  auto since = [](clock::time_point t) {
+    return std::chrono::duration<double>(clock::now() - t).count();
+  };
+  float sink = 0.0f;
+  int64_t iters = 1 << 10;
+  double item_s = 0.0;
+  for (;; iters *= 2) {
+    const auto t0 = clock::now();
+    fn(iters, &sink);
+    item_s = since(t0);
+    if (item_s >= 1e-3 || iters >= (int64_t(1) << 32)) break;
+  }
+  const double item_flops = fn(iters, &sink);
+  const int items = int(std::clamp(seconds / item_s * T, 4.0 * T, 1e6));
+  std::vector<float> sinks(size_t(items), 0.0f);
+  double best = 0.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = clock::now();
+    parallel_for(items, T, [&](int i, int) { fn(iters, &sinks[size_t(i)]); });
+    best = std::max(best, item_flops * items / since(t0) / 1e9);
+  }
+  return best;
+}
+
 }  // namespace
 
 NB_MODULE(_kernel, m) {
@@ -288,6 +340,12 @@ NB_MODULE(_kernel, m) {
   m.def("set_num_threads", &set_num_threads, nb::arg("n"));
   m.def("isa", []() { return std::string(isa_name()); });
   m.def("set_isa", [](const std::string& n) { set_isa(n.c_str()); }, nb::arg("name"));
+  m.def("fma_peak", [](const std::string& isa, double seconds, int threads) {
+          nb::gil_scoped_release release;
+          return fma_peak(isa, seconds, threads);
+        }, nb::arg("isa"), nb::arg("seconds") = 0.5, nb::arg("threads") = 0,
+        "fp32 GFLOP/s of a register-resident FMA loop of `isa` on `threads` threads (0: the "
+        "kernel's), best of three runs of about `seconds`: this machine's peak for that ISA.");
 #ifdef MLX_ATTN_MLX_VERSION
   m.attr("MLX_BUILT_VERSION") = MLX_ATTN_MLX_VERSION;
 #else

@@ -29,8 +29,11 @@ inline void with_nv(int nv, F&& f) {
 constexpr int BKB = 4 * BK;
 
 #ifdef ATTN_BF16DOT  // bf16 problems take the dot-product path of bwd_bf16.h
+constexpr bool kBf16DotBackward = true;
 size_t bwd_bf16_ws_floats(const Problem& p);
 void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws);
+#else
+constexpr bool kBf16DotBackward = false;
 #endif
 
 size_t bwd_ws_floats(const Problem& p) {
@@ -284,7 +287,7 @@ void bwd_dq(const Problem& p, int b, int hk, const float* acc, int nacc, size_t 
   switch (p.dtype) {
     case F32: return bwd_dq_t<F32, false>(p, b, hk, acc, nacc, stride);
     case F16: return bwd_dq_t<F16, false>(p, b, hk, acc, nacc, stride);
-    default: return bwd_dq_t<BF16, kBf16Dot>(p, b, hk, acc, nacc, stride);
+    default: return bwd_dq_t<BF16, kBf16DotBackward>(p, b, hk, acc, nacc, stride);
   }
 }
 

@@ -13,7 +13,17 @@
 #include <vector>
 
 #include "kernel_api.h"
+#include "peak.h"
 #include "pool.h"
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP2_BF16
+#define HWCAP2_BF16 (1UL << 14)  // the kernel's value (older libc headers lack it)
+#endif
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 namespace mlx_attn_cpu {
 namespace {
@@ -34,6 +44,21 @@ bool cpu_has(const char* what) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("f16c");
 #endif
+#if defined(__aarch64__)
+  // Advanced SIMD (with FMA and fp16 <-> fp32 conversion) is part of every AArch64 CPU
+  if (!std::strcmp(what, "neon")) return true;
+  if (!std::strcmp(what, "neonbf16")) {  // BF16 is optional: ask the OS
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP2) & HWCAP2_BF16) != 0;
+#elif defined(__APPLE__)
+    int has = 0;
+    size_t len = sizeof has;
+    return sysctlbyname("hw.optional.arm.FEAT_BF16", &has, &len, nullptr, 0) == 0 && has;
+#else
+    return false;
+#endif
+  }
+#endif
   return !std::strcmp(what, "generic");
 }
 
@@ -43,12 +68,16 @@ const IsaKernels* isa_by_name(const std::string& name) {
   if (name == "avx512" && cpu_has("avx512")) return &kernels_avx512();
   if (name == "avx2" && cpu_has("avx2")) return &kernels_avx2();
 #endif
+#if defined(__aarch64__)
+  if (name == "neonbf16" && cpu_has("neonbf16")) return &kernels_neonbf16();
+  if (name == "neon" && cpu_has("neon")) return &kernels_neon();
+#endif
   if (name == "generic") return &kernels_generic();
   return nullptr;
 }
 
 const IsaKernels* best_isa() {
-  for (const char* n : {"avx512bf16", "avx512", "avx2", "generic"})
+  for (const char* n : {"avx512bf16", "avx512", "avx2", "neonbf16", "neon", "generic"})
     if (auto* k = isa_by_name(n)) return k;
   return &kernels_generic();
 }
@@ -188,6 +217,8 @@ void set_num_threads(int n) {
 
 const char* isa_name() { return isa().name; }
 
+bool isa_supported(const char* name) { return name && isa_by_name(name) != nullptr; }
+
 void set_isa(const char* name) {
   const std::string n = name ? name : "auto";
   if (n == "auto") { g_isa.store(best_isa()); return; }
@@ -200,21 +231,14 @@ void forward(const Problem& p_in) {
   check(p_in, false);
   const Problem p = with_window_canonical(p_in);
   const int G = p.Hq / p.Hkv;
-  // Decode-sized row blocks (<= 8 rows) waste most of a 16-lane vector in fwd_rows, whose lanes
-  // are query rows: the ISA's fwd_small (head dim across the lanes) takes them when it has one,
-  // else the 8-lane AVX2 kernels (same FLOP rate per lane on Zen 4, twice the utilisation).
-  const IsaKernels* Kp = &isa();
-  bool use_small = false;
-  if (Kp->W == 16) {
-    bool small = true;
-    for (int b = 0; b < p.B && small; ++b) {
-      const int Lq = seq_of(p, b).Lq;
-      small = (G > 1 && Lq <= 8) ? G * Lq <= 8 : Lq <= 8;
-    }
-    if (small && Kp->fwd_small) use_small = true;
-    else if (small && isa_by_name("avx2")) Kp = isa_by_name("avx2");
+  // Decode-sized row blocks (<= 8 rows) waste most of a vector in fwd_rows, whose lanes are
+  // query rows: the ISA's fwd_small (head dim across the lanes; AVX-512, AVX2, NEON) takes them.
+  const IsaKernels& K = isa();
+  bool use_small = K.fwd_small != nullptr;
+  for (int b = 0; b < p.B && use_small; ++b) {
+    const int Lq = seq_of(p, b).Lq;
+    use_small = (G > 1 && Lq <= 8) ? G * Lq <= 8 : Lq <= 8;
   }
-  const IsaKernels& K = *Kp;
   const int BQ = K.rows;
   std::vector<Rows> blocks;
   std::vector<int64_t> est;

@@ -10,7 +10,10 @@
 
 #include "gemm.h"
 #include "kernel_api.h"
-#ifdef ATTN_BF16DOT
+// bf16 dot products for S = Q K^T: ATTN_BF16DOT (AVX512-BF16, the backward too, bwd_bf16.h) or
+// ATTN_BF16DOT_FWD (NEON BF16: the forward only)
+#if defined(ATTN_BF16DOT) || defined(ATTN_BF16DOT_FWD)
+#define ATTN_BF16DOT_S 1
 #include "gemm_bf16.h"
 #endif
 
@@ -23,8 +26,8 @@ namespace ATTN_NS {
 namespace {
 
 constexpr int BK = ATTN_BK;
-#ifdef ATTN_BF16DOT
-constexpr bool kBf16Dot = true;   // bf16 problems use the AVX512-BF16 dot products
+#ifdef ATTN_BF16DOT_S
+constexpr bool kBf16Dot = true;   // bf16 problems use the bf16 dot products for S
 #else
 constexpr bool kBf16Dot = false;
 #endif
@@ -126,7 +129,7 @@ inline bool load_mask_tile(const Problem& p, const int64_t* mrow, int n, int j0,
   return uniform;
 }
 
-#ifdef ATTN_BF16DOT
+#ifdef ATTN_BF16DOT_S
 // q^T of a row block as bf16 pairs over the head dim: QTv[d/2][r][2], zero-padded.
 inline void pack_qt_pairs(const Problem& p, const Rows& R, const Seq& s, uint16_t* QTv) {
   const uint16_t* q16 = static_cast<const uint16_t*>(p.q);

@@ -49,7 +49,7 @@ inline void micro(float* __restrict C, int64_t ldc, const float* __restrict A, i
     for (int m = 0; m < M; ++m) {
       const float s = a[m][0];
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[m][v] += s * b[v];
+      for (int v = 0; v < NV; ++v) acc[m][v] = fma_bcast(acc[m][v], s, b[v]);
       a[m] += sak;
     }
     B += ldb;

@@ -1,7 +1,8 @@
 // Defines this ISA's kernel table; included last by each isa_*.cpp.
 #pragma once
 #include "bwd.h"
-#if ATTN_W == 16
+#include "peak.h"
+#if ATTN_W == 16 || ATTN_W == 8 || defined(ATTN_NEON)
 #include "decode.h"
 #define ATTN_SMALL(ns) ns::fwd_small_ws_floats, ns::fwd_small
 #else

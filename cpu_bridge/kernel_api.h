@@ -67,7 +67,7 @@ struct IsaKernels {
   size_t (*fwd_partial)(const Problem&);  // floats per partial
   void (*fwd_merge)(const Problem&, const Rows&, int nsplit, const float* partials);
   // one decode-sized row block (<= 8 rows), otherwise as fwd_rows; null when this ISA has no
-  // such kernel (the driver then uses a narrower ISA's fwd_rows for them)
+  // such kernel (generic: the driver then uses fwd_rows for them)
   size_t (*fwd_small_ws)(const Problem&);
   void (*fwd_small)(const Problem&, const Rows&, int k0, int k1, float* ws, float* partial);
   // backward
@@ -82,6 +82,8 @@ const IsaKernels& kernels_generic();
 const IsaKernels& kernels_avx2();
 const IsaKernels& kernels_avx512();
 const IsaKernels& kernels_avx512bf16();
+const IsaKernels& kernels_neon();      // AArch64 builds only (isa_neon.cpp)
+const IsaKernels& kernels_neonbf16();  // AArch64 builds only (isa_neonbf16.cpp)
 
 // Sequence bounds of batch item b.
 struct Seq {

@@ -11,6 +11,12 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+#if defined(ATTN_NEON)  // isa_neon.cpp: the arm64 kernels written with NEON intrinsics
+#if !defined(__aarch64__)
+#error "ATTN_NEON needs an AArch64 target"
+#endif
+#include <arm_neon.h>
+#endif
 
 #include "attn.h"
 
@@ -39,6 +45,14 @@ inline vi iota() { vi v; for (int i = 0; i < W; ++i) v[i] = i; return v; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }   // NaN in a is dropped, as max-reduction
 inline vf vmin(vf a, vf b) { return a < b ? a : b; }
 inline vf sel(vi m, vf a, vf b) { return m ? a : b; }
+// acc + s * b, the micro-kernels' one operation: NEON's fmla by element (no broadcast register)
+#if defined(ATTN_NEON)
+inline vf fma_bcast(vf acc, float s, vf b) {
+  return (vf)vfmaq_n_f32((float32x4_t)acc, (float32x4_t)b, s);
+}
+#else
+inline vf fma_bcast(vf acc, float s, vf b) { return acc + s * b; }  // FMA by -ffp-contract
+#endif
 
 // 2^x with ~1e-7 relative error; exactly 0 for x < -125 (and -inf); NaN stays NaN.
 // The polynomial is 2^f on [-0.5, 0.5]; the integer part goes into the exponent bits.
@@ -61,6 +75,19 @@ inline vf exp2v(vf x) {
   const __m512 n = _mm512_roundscale_ps(xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const vf p = exp2_poly((vf)_mm512_sub_ps(xc, n));
   return (vf)_mm512_scalef_ps((__m512)p, n);
+}
+#elif defined(ATTN_NEON)
+// NEON: frintn rounds to the nearest integer, so x - n stays in [-0.5, 0.5] with no magic-number
+// trick; the integer part is converted and added to the exponent bits. Same limits as below:
+// 0 under -125 (and for -inf), x clamped to 127, NaN through (fmin keeps NaN, fcvtzs gives 0).
+inline vf exp2v(vf x) {
+  const float32x4_t xv = (float32x4_t)x;
+  const uint32x4_t under = vcltq_f32(xv, vdupq_n_f32(-125.0f));
+  const float32x4_t xc = vminq_f32(xv, vdupq_n_f32(127.0f));
+  const float32x4_t n = vrndnq_f32(xc);
+  const float32x4_t p = (float32x4_t)exp2_poly((vf)vsubq_f32(xc, n));
+  const int32x4_t bits = vaddq_s32(vreinterpretq_s32_f32(p), vshlq_n_s32(vcvtq_s32_f32(n), 23));
+  return (vf)vbslq_f32(under, vdupq_n_f32(0.0f), vreinterpretq_f32_s32(bits));
 }
 #else
 inline vf exp2v(vf x) {
@@ -149,6 +176,21 @@ template <int DT> inline float load_o(const Problem& p, int64_t i) {
 template <int DT> inline void convert_row(float* dst, const void* src, int64_t off, int64_t stride,
                                           int n, float mul) {
   if (stride == 1) {
+#if defined(ATTN_NEON)
+    // whole vectors in registers: fcvtl widens fp16, ushll by 16 puts bf16 in the high half
+    if constexpr (DT != F32) {
+      const uint16_t* s = static_cast<const uint16_t*>(src) + off;
+      int i = 0;
+      for (; i + 4 <= n; i += 4) {
+        const uint16x4_t h = vld1_u16(s + i);
+        const float32x4_t f = DT == F16 ? vcvt_f32_f16(vreinterpret_f16_u16(h))
+                                        : vreinterpretq_f32_u32(vshll_n_u16(h, 16));
+        vst1q_f32(dst + i, vmulq_n_f32(f, mul));
+      }
+      for (; i < n; ++i) dst[i] = to_f32<DT>(s, i) * mul;
+      return;
+    }
+#endif
     if constexpr (DT == F32) {
       const float* s = static_cast<const float*>(src) + off;
       for (int i = 0; i < n; ++i) dst[i] = s[i] * mul;
