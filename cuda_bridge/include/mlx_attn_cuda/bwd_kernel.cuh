@@ -1,8 +1,11 @@
 // Backward kernels, FlashAttention-2 structure on mma.sync m16n8k16 (bwd_tile.cuh has the
-// tile steps, bwd_traits.h the tiles).  In stream order (bwd_launch.cuh):
+// tile steps, bwd_traits.h the tiles).  Launched in stream order (bwd_launch.cuh): delta
+// kernel, dK/dV, convert (default mode); or dQ kernel, dK/dV (deterministic mode).
 //
-//   bwd_delta_kernel    one warp per row: delta = dot(dout, out) - dlse (float32); in the
-//                       default mode it also zeroes the row's dq_accum.
+//   bwd_dq_kernel<false>  the delta kernel (default mode): a CTA per (query tile, query head,
+//                       batch entry / sequence) walks the key blocks its queries see and sums
+//                       delta = sum_j P dP - dlse from recomputed S, dP tiles (see the kernel
+//                       for why not dot(dout, out)); zeroes its rows of dq_accum.
 //   bwd_dkdv_kernel     a CTA per (key block, kv head, batch entry / sequence).  K and V stay in
 //                       shared memory; the CTA walks every query tile of every query head of
 //                       the kv head's GQA group that can see the key block (causal/window
@@ -11,9 +14,9 @@
 //                       (p_ds_tiles), then dV += P^T dO and dK += dS^T Q in float32 registers:
 //                       the GQA sum happens there, K/V are never repeated.  Default mode: also
 //                       dQ_partial = dS K, added with float32 atomics to dq_accum.
-//   bwd_dq_kernel       deterministic mode: a CTA per (query tile, query head, batch entry /
-//                       sequence) walks the key blocks its queries see, recomputes S, P, dP,
-//                       dS and accumulates dQ += dS K in registers; every dq element is written
+//   bwd_dq_kernel<true> deterministic mode, launched before the dK/dV kernel: the delta pass,
+//                       then a second walk over the same key blocks recomputing S, P, dP, dS
+//                       and accumulating dQ += dS K in registers; every dq element is written
 //                       once by one thread: the same bits on every run and schedule.
 //   bwd_dq_convert_kernel  default mode: dq = dq_accum in the input dtype and dq's strides.
 //
@@ -50,24 +53,6 @@ MA_HD int64_t row_offset(const FwdParams& f, int64_t row, int64_t sb, int64_t sh
   if (f.cu_seqlens_q != nullptr) return (row / f.total_q) * sh + (row % f.total_q) * sl;
   const int64_t bh = row / f.lq;
   return (bh / f.hq) * sb + (bh % f.hq) * sh + (row % f.lq) * sl;
-}
-
-// delta[row] = dot(dout[row], out[row]) - dlse[row]; one warp per lse row.
-template <typename T>
-__global__ void __launch_bounds__(128) bwd_delta_kernel(const BwdParams p) {
-  const FwdParams& f = p.f;
-  const int64_t row = (int64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (row >= bwd_rows(f)) return;
-  const T* o = static_cast<const T*>(f.out) + row_offset(f, row, f.o_sb, f.o_sh, f.o_sl);
-  const T* g = static_cast<const T*>(p.dout) + row_offset(f, row, p.do_sb, p.do_sh, p.do_sl);
-  float acc = 0.f;
-  for (int d = lane; d < f.dv; d += 32) acc = fmaf(ld_f(o + d), ld_f(g + d), acc);
-#pragma unroll
-  for (int o2 = 16; o2 > 0; o2 >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o2);
-  if (lane == 0) p.delta[row] = acc - (p.dlse ? p.dlse[row] : 0.f);
-  if (!p.deterministic && p.dq_accum != nullptr)
-    for (int d = lane; d < f.d; d += 32) p.dq_accum[row * f.d + d] = 0.f;
 }
 
 // dq = dq_accum (float32) in the input dtype; one warp per lse row.
@@ -240,25 +225,40 @@ __global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dkdv_kernel(const BwdPar
 #endif
 }
 
-template <class Tr>
+// The delta pass and the deterministic dQ: a CTA per (query tile, query head, batch entry /
+// sequence) with Q, dO and lse resident, walking the key blocks its queries can see.
+//   pass 1  delta = sum_j P_ij dP_ij - dlse (float32, from the recomputed S and dP tiles; fixed
+//           reduction order), into shared memory and p.delta.  In the default mode this
+//           kernel is the "delta kernel" (kWithDq = false) and also zeroes the tile's
+//           dq_accum rows.
+//   pass 2  (kWithDq, deterministic mode) the same key blocks again: dS, dQ += dS K in float32
+//           registers, dq written once.
+// Why not delta = dot(dout, out) - dlse (FlashAttention 2's preprocessing, one cheap SIMT pass):
+// out is stored rounded to fp16 / bf16, and delta inherits that rounding (a relative 2^-9 in
+// bf16) in every dS of the row: dq / dk were then up to 2-3x less accurate than the float32
+// math path, which computes the sum from P and dP as here (SPEC criterion: at most 2x).  The
+// price is the S and dP products once more (2 of the backward's 5 GEMMs).
+template <class Tr, bool kWithDq>
 __global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dq_kernel(const BwdParams p) {
 #if MA_BWD_DEVICE
   using T = typename Tr::T;
   constexpr int kBM = Tr::kBlockM, kBN = Tr::kBlockN, kD = Tr::kHeadDim, kS = Tr::kStages;
   using KTile = RowTile<T, kBN, kD, Tr::kNThreads>;
   using QTile = RowTile<T, kBM, kD, Tr::kNThreads>;
-  using DQ = WarpSlice<kBM, kD, Tr::kNWarps>;
+  using DQ = WarpSlice<kBM, kD, Tr::kNWarps>;   // dQ: queries x columns
+  using SP = WarpSlice<kBM, kBN, Tr::kNWarps>;  // S, P, dP: queries x keys
   const FwdParams& f = p.f;
 
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sdO = sQ + kBM * kD;
-  T* sK = sdO + kBM * kD;      // [kS][kBN][kD]
-  T* sV = sK + kS * kBN * kD;  // [kS][kBN][kD]
+  T* sK = sdO + kBM * kD;       // [kS][kBN][kD]
+  T* sV = sK + kS * kBN * kD;   // [kS][kBN][kD]
   T* sdS = sV + kS * kBN * kD;  // [2][kBM][kBN] (high, low parts)
   constexpr uint32_t kLoBytes = kBM * kBN * sizeof(T);
-  float* slse = reinterpret_cast<float*>(sdS + 2 * kBM * kBN);
-  float* sdelta = slse + kBM;
+  float* slse = reinterpret_cast<float*>(sdS + 2 * kBM * kBN);  // [kBM]
+  float* sdelta = slse + kBM;                                    // [kBM]
+  float* spart = sdelta + kBM;                                   // [SP::kSlices][kBM]
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int m_blocks = ceil_div(f.lq, kBM);
@@ -275,60 +275,106 @@ __global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dq_kernel(const BwdParam
   const Span ks = keys_seen(at.i0, i_last, s.lq, s.lk, f.window_left, f.window_right);
   const int n_lo = ks.lo / kBN;
   const int n_n = (s.lk > 0 && ks.hi >= ks.lo) ? ks.hi / kBN - n_lo + 1 : 0;
+  const int steps = (kWithDq ? 2 : 1) * n_n;  // pass 1, then pass 2 over the same blocks
 
   load_kv_tile<QTile>(static_cast<const T*>(f.q) + b * f.q_sb + h * f.q_sh + s.q0 * f.q_sl, f.q_sl,
                       at.i0, s.lq, f.d, sQ, tid);
   load_kv_tile<QTile>(static_cast<const T*>(p.dout) + b * p.do_sb + h * p.do_sh + s.q0 * p.do_sl,
                       p.do_sl, at.i0, s.lq, f.dv, sdO, tid);
-  load_row_stats(p, at, kBM, slse, sdelta, tid, Tr::kNThreads);
+  for (int x = tid; x < kBM; x += Tr::kNThreads) {
+    const int i = at.i0 + x;
+    slse[x] = i < s.lq ? f.lse[lse_index(f, s, b, h, i)] : -INFINITY;
+  }
+  if (!kWithDq && !p.deterministic && p.dq_accum != nullptr) {  // zero this tile's dq_accum rows
+    for (int x = tid; x < (i_last - at.i0 + 1) * f.d; x += Tr::kNThreads)
+      p.dq_accum[lse_index(f, s, b, h, at.i0 + x / f.d) * f.d + x % f.d] = 0.f;
+  }
   cp_async_commit();
   const T* kbase = static_cast<const T*>(f.k) + b * f.k_sb + hk * f.k_sh + s.k0 * f.k_sl;
   const T* vbase = static_cast<const T*>(f.v) + b * f.v_sb + hk * f.v_sh + s.k0 * f.v_sl;
-  auto issue = [&](int t) {  // K, V of key block n_lo + t into buffer t % kS
-    const int slot = t % kS, n0 = (n_lo + t) * kBN;
+  auto issue = [&](int t) {  // K, V of key block n_lo + t % n_n into buffer t % kS
+    const int slot = t % kS, n0 = (n_lo + t % n_n) * kBN;
     load_kv_tile<KTile>(kbase, f.k_sl, n0, s.lk, f.d, sK + slot * kBN * kD, tid);
     load_kv_tile<KTile>(vbase, f.v_sl, n0, s.lk, f.dv, sV + slot * kBN * kD, tid);
   };
-  if (n_n > 0) issue(0);
+  if (steps > 0) issue(0);
   cp_async_commit();
 
-  float acc_dq[DQ::kMT][DQ::kNT][4];
+  // delta = (sum of the warps' row sums, slice by slice in order) - dlse, in sdelta and p.delta.
+  float rowsum[SP::kMT][2] = {};
+  auto finish_delta = [&]() {
+    if (SP::active(warp)) {
+#pragma unroll
+      for (int mi = 0; mi < SP::kMT; ++mi)
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const float sum = quad_sum(rowsum[mi][hr]);  // the row's 4 threads, fixed order
+          if (lane_tig(lane) == 0)
+            spart[(warp / SP::kRowTiles % SP::kSlices) * kBM + SP::row0(warp) + 16 * mi +
+                  lane_group(lane) + 8 * hr] = sum;
+        }
+    }
+    __syncthreads();
+    for (int x = tid; x < kBM; x += Tr::kNThreads) {
+      float sum = 0.f;
+      for (int sl = 0; sl < SP::kSlices; ++sl) sum += spart[sl * kBM + x];
+      const int i = at.i0 + x;
+      if (i < s.lq) {
+        const int64_t row = lse_index(f, s, b, h, i);
+        sdelta[x] = sum - (p.dlse ? p.dlse[row] : 0.f);
+        p.delta[row] = sdelta[x];
+      } else {
+        sdelta[x] = 0.f;
+      }
+    }
+    __syncthreads();
+  };
+
+  float acc_dq[kWithDq ? DQ::kMT : 1][kWithDq ? DQ::kNT : 2][4];
   zero_frags(acc_dq);
-  for (int t = 0; t < n_n; ++t) {
+  for (int t = 0; t < steps; ++t) {
     const int slot = t % kS;
     const uint32_t sKs = smem_u32(sK + slot * kBN * kD), sVs = smem_u32(sV + slot * kBN * kD);
-    at.j0 = (n_lo + t) * kBN;
+    at.j0 = (n_lo + t % n_n) * kBN;
 
     // Tiles of step t have landed; every thread is done with step t - 1's tiles.
     cp_async_wait<0>();
     __syncthreads();
     if constexpr (kS == 2) {
-      if (t + 1 < n_n) issue(t + 1);
+      if (t + 1 < steps) issue(t + 1);
       cp_async_commit();
     }
 
-    // S = Q K^T, P, dP = dO V^T, dS -> shared memory
-    p_ds_tiles<Tr, kBM, kBN, false>(f, at, smem_u32(sQ), sKs, smem_u32(sdO), sVs, slse, sdelta,
-                                    nullptr, sdS, warp, lane);
-    __syncthreads();
-
-    // dQ += dS K  (float32 registers, fixed order: deterministic)
-    if (DQ::active(warp))
-      tile_ab<T, kBN / 8, Tr::kChunks, false, kBN / 16>(acc_dq, smem_u32(sdS), kLoBytes, sKs,
-                                                        DQ::row0(warp), DQ::col0(warp), lane);
+    if (t < n_n) {
+      // pass 1: S, P, dP -> sum_j P dP per row
+      p_dp_rowsums<Tr, kBM, kBN>(f, at, smem_u32(sQ), sKs, smem_u32(sdO), sVs, slse, rowsum, warp,
+                                 lane);
+    } else if constexpr (kWithDq) {
+      if (t == n_n) finish_delta();
+      // pass 2: S, P, dP, dS -> shared memory; dQ += dS K (float32 registers, fixed order)
+      p_ds_tiles<Tr, kBM, kBN, false>(f, at, smem_u32(sQ), sKs, smem_u32(sdO), sVs, slse, sdelta,
+                                      nullptr, sdS, warp, lane);
+      __syncthreads();
+      if (DQ::active(warp))
+        tile_ab<T, kBN / 8, Tr::kChunks, false, kBN / 16>(acc_dq, smem_u32(sdS), kLoBytes, sKs,
+                                                          DQ::row0(warp), DQ::col0(warp), lane);
+    }
     if constexpr (kS == 1) {
       __syncthreads();  // every thread is done with the single K / V buffer
-      if (t + 1 < n_n) issue(t + 1);
+      if (t + 1 < steps) issue(t + 1);
       cp_async_commit();
     }
   }
   cp_async_wait<0>();
+  if (!kWithDq || n_n == 0) finish_delta();  // (with dQ and keys: done between the passes)
 
-  if (!DQ::active(warp)) return;
-  T* dq = static_cast<T*>(p.dq) + b * p.dq_sb + h * p.dq_sh + s.q0 * p.dq_sl;
-  store_frags<T>(acc_dq, DQ::row0(warp), DQ::col0(warp), f.d, lane, [&](int r) {
-    return at.i0 + r < s.lq ? dq + (int64_t)(at.i0 + r) * p.dq_sl : nullptr;
-  });
+  if constexpr (kWithDq) {
+    if (!DQ::active(warp)) return;
+    T* dq = static_cast<T*>(p.dq) + b * p.dq_sb + h * p.dq_sh + s.q0 * p.dq_sl;
+    store_frags<T>(acc_dq, DQ::row0(warp), DQ::col0(warp), f.d, lane, [&](int r) {
+      return at.i0 + r < s.lq ? dq + (int64_t)(at.i0 + r) * p.dq_sl : nullptr;
+    });
+  }
 #endif
 }
 

@@ -37,37 +37,42 @@ void bwd_allow_smem(Kernel* kernel, size_t smem) {
         "cudaFuncSetAttribute(max dynamic shared memory)");
 }
 
-// In stream order: delta (and zeroed dq_accum rows), dK/dV (+ dQ atomics), then the dQ kernel
-// (deterministic) or the dq_accum -> dq conversion.  Without a dq_accum buffer the
-// deterministic path runs (the caller asked for atomics but gave no workspace).  Grids are
-// sized by the longest sequence (varlen CTAs past their sequence exit at once).
+// In stream order.  Default mode: the delta kernel (bwd_dq_kernel<false>; it zeroes dq_accum),
+// dK/dV with dQ atomics, the dq_accum -> dq conversion.  Deterministic mode: the dQ kernel
+// (delta, then dq), dK/dV without atomics.  Without a dq_accum buffer the deterministic path
+// runs (the caller asked for atomics but gave no workspace).  Grids are sized by the longest
+// sequence (varlen CTAs past their sequence exit at once).
 template <typename T, int kHeadDim>
 void launch_bwd(const BwdParams& p, cudaStream_t stream) {
   using DkdvTr = typename BwdTraitsFor<T, kHeadDim>::dkdv;
   using DqTr = typename BwdTraitsFor<T, kHeadDim>::dq;
   const FwdParams& f = p.f;
   const bool atomics = !p.deterministic && p.dq_accum != nullptr;
-  const long long rows = bwd_rows(f);
-  const unsigned row_ctas = bwd_grid((rows + 3) / 4, 1, "delta");
-  bwd_delta_kernel<T><<<row_ctas, 128, 0, stream>>>(p);
-  throw_if_bwd_error(cudaGetLastError(), "backward delta kernel launch");
+  const unsigned q_ctas = bwd_grid(ceil_div(f.lq, DqTr::kBlockM), (long long)f.b * f.hq, "dQ");
+  const unsigned k_ctas = bwd_grid(ceil_div(f.lk, DkdvTr::kBlockN), (long long)f.b * f.hkv,
+                                   "dK/dV");
+  if (atomics) {
+    auto delta = &bwd_dq_kernel<DqTr, false>;
+    bwd_allow_smem(delta, DqTr::kDqSmemBytes);
+    delta<<<q_ctas, DqTr::kNThreads, DqTr::kDqSmemBytes, stream>>>(p);
+    throw_if_bwd_error(cudaGetLastError(), "backward delta kernel launch");
+  } else {
+    auto dq = &bwd_dq_kernel<DqTr, true>;
+    bwd_allow_smem(dq, DqTr::kDqSmemBytes);
+    dq<<<q_ctas, DqTr::kNThreads, DqTr::kDqSmemBytes, stream>>>(p);
+    throw_if_bwd_error(cudaGetLastError(), "backward dQ kernel launch");
+  }
 
   auto dkdv = &bwd_dkdv_kernel<DkdvTr>;
   bwd_allow_smem(dkdv, DkdvTr::kDkdvSmemBytes);
-  dkdv<<<bwd_grid(ceil_div(f.lk, DkdvTr::kBlockN), (long long)f.b * f.hkv, "dK/dV"),
-         DkdvTr::kNThreads, DkdvTr::kDkdvSmemBytes, stream>>>(p);
+  dkdv<<<k_ctas, DkdvTr::kNThreads, DkdvTr::kDkdvSmemBytes, stream>>>(p);
   throw_if_bwd_error(cudaGetLastError(), "backward dK/dV kernel launch");
 
   if (atomics) {
-    bwd_dq_convert_kernel<T><<<row_ctas, 128, 0, stream>>>(p);
+    const long long rows = bwd_rows(f);
+    bwd_dq_convert_kernel<T><<<bwd_grid((rows + 3) / 4, 1, "dq conversion"), 128, 0, stream>>>(p);
     throw_if_bwd_error(cudaGetLastError(), "backward dq_accum conversion launch");
-    return;
   }
-  auto dq = &bwd_dq_kernel<DqTr>;
-  bwd_allow_smem(dq, DqTr::kDqSmemBytes);
-  dq<<<bwd_grid(ceil_div(f.lq, DqTr::kBlockM), (long long)f.b * f.hq, "dQ"), DqTr::kNThreads,
-       DqTr::kDqSmemBytes, stream>>>(p);
-  throw_if_bwd_error(cudaGetLastError(), "backward dQ kernel launch");
 }
 
 }  // namespace mlx_attn_cuda

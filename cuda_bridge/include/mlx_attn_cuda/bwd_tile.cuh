@@ -169,19 +169,19 @@ __device__ __forceinline__ void split_pair(T* tile, int lo_elems, int r, int c, 
   *reinterpret_cast<uint32_t*>(tile + lo_elems + off) = pack2<T>(l0, l1);
 }
 
-// One step's P and dS from the tiles in shared memory, this warp's share (WarpSlice):
+// One step's S, P, dP and dS from the tiles in shared memory, this warp's share (WarpSlice):
 //   kKeyRows (dK/dV kernel): rows = kRows keys of sK / sV, columns = kCols queries of sQ / sdO;
-//                            sA = sK, sB = sQ, sA2 = sV, sB2 = sdO; writes P^T, dS^T.
-//   otherwise (dQ kernel):   rows = queries, columns = keys; sA = sQ, sB = sK, sA2 = sdO,
-//                            sB2 = sV; writes dS (sP may be null: not needed).
-// Each written tile is a [kRows][kCols] high part followed by its low part (split_pair).
-// lse / delta of the tile's queries come from shared memory (indexed by the local query).
-template <class Tr, int kRows, int kCols, bool kKeyRows>
-__device__ __forceinline__ void p_ds_tiles(const FwdParams& f, const TileAt& at, uint32_t sA,
-                                           uint32_t sB, uint32_t sA2, uint32_t sB2,
-                                           const float* slse, const float* sdelta,
-                                           typename Tr::T* sP, typename Tr::T* sdS, int warp,
-                                           int lane) {
+//                            sA = sK, sB = sQ, sA2 = sV, sB2 = sdO (S^T, dP^T).
+//   otherwise (dQ / delta):  rows = queries, columns = keys; sA = sQ, sB = sK, sA2 = sdO,
+//                            sB2 = sV.
+// lse / delta of the tile's queries come from shared memory (indexed by the local query;
+// sdelta null: delta = 0, for the pass that computes delta).  Hands each thread's pairs of
+// adjacent columns to per_pair(mi, hr, r, c, p[2], ds[2], dp[2]) (r, c: tile row / column).
+template <class Tr, int kRows, int kCols, bool kKeyRows, class PerPair>
+__device__ __forceinline__ void tile_p_ds(const FwdParams& f, const TileAt& at, uint32_t sA,
+                                          uint32_t sB, uint32_t sA2, uint32_t sB2,
+                                          const float* slse, const float* sdelta, int warp,
+                                          int lane, PerPair per_pair) {
   using T = typename Tr::T;
   using WS = WarpSlice<kRows, kCols, Tr::kNWarps>;
   constexpr int kMT = WS::kMT, kNT = WS::kNT, kKSteps = Tr::kHeadDim / 16;
@@ -203,7 +203,7 @@ __device__ __forceinline__ void p_ds_tiles(const FwdParams& f, const TileAt& at,
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
         const int r = m0 + 16 * mi + g + 8 * hr, c = n0 + 8 * nj + 2 * tig;
-        float pv[2], dsv[2];
+        float pv[2], dsv[2], dpv[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int qloc = kKeyRows ? c + e : r;  // the query's index in the tile
@@ -212,14 +212,45 @@ __device__ __forceinline__ void p_ds_tiles(const FwdParams& f, const TileAt& at,
           bool keep = true;
           float add = 0.f;
           if (i < at.s.lq && j < at.s.lk) mask_at(f, at.b, at.h, i, j, &keep, &add);
-          pair_grad(f, acc_s[mi][nj][2 * hr + e], acc_dp[mi][nj][2 * hr + e], i, j, at.s.lq,
-                    at.s.lk, keep, add, slse[qloc], sdelta[qloc], &pv[e], &dsv[e]);
+          dpv[e] = acc_dp[mi][nj][2 * hr + e];
+          pair_grad(f, acc_s[mi][nj][2 * hr + e], dpv[e], i, j, at.s.lq, at.s.lk, keep, add,
+                    slse[qloc], sdelta != nullptr ? sdelta[qloc] : 0.f, &pv[e], &dsv[e]);
         }
-        if (sP != nullptr) split_pair<T, kCols / 8>(sP, kRows * kCols, r, c, pv[0], pv[1]);
-        split_pair<T, kCols / 8>(sdS, kRows * kCols, r, c, dsv[0], dsv[1]);
+        per_pair(mi, hr, r, c, pv, dsv, dpv);
       }
     }
   }
+}
+
+// P and dS of one step (tile_p_ds) into shared memory, each as a [kRows][kCols] high part
+// followed by its low part (split_pair); sP may be null (the dQ kernel needs only dS).
+template <class Tr, int kRows, int kCols, bool kKeyRows>
+__device__ __forceinline__ void p_ds_tiles(const FwdParams& f, const TileAt& at, uint32_t sA,
+                                           uint32_t sB, uint32_t sA2, uint32_t sB2,
+                                           const float* slse, const float* sdelta,
+                                           typename Tr::T* sP, typename Tr::T* sdS, int warp,
+                                           int lane) {
+  using T = typename Tr::T;
+  tile_p_ds<Tr, kRows, kCols, kKeyRows>(
+      f, at, sA, sB, sA2, sB2, slse, sdelta, warp, lane,
+      [&](int, int, int r, int c, const float(&pv)[2], const float(&dsv)[2], const float(&)[2]) {
+        if (sP != nullptr) split_pair<T, kCols / 8>(sP, kRows * kCols, r, c, pv[0], pv[1]);
+        split_pair<T, kCols / 8>(sdS, kRows * kCols, r, c, dsv[0], dsv[1]);
+      });
+}
+
+// delta's partial row sums sum_j P_ij dP_ij over one step's keys (tile_p_ds, query rows):
+// rows[mi][hr] is the thread's row m0 + 16 mi + groupID + 8 hr, over its columns.
+template <class Tr, int kRows, int kCols, int kMT>
+__device__ __forceinline__ void p_dp_rowsums(const FwdParams& f, const TileAt& at, uint32_t sQ,
+                                             uint32_t sK, uint32_t sdO, uint32_t sV,
+                                             const float* slse, float (&rows)[kMT][2], int warp,
+                                             int lane) {
+  tile_p_ds<Tr, kRows, kCols, false>(
+      f, at, sQ, sK, sdO, sV, slse, nullptr, warp, lane,
+      [&](int mi, int hr, int, int, const float(&pv)[2], const float(&)[2], const float(&dpv)[2]) {
+        rows[mi][hr] += pv[0] * dpv[0] + pv[1] * dpv[1];
+      });
 }
 
 // Stores this warp's share of a [rows][cols] float accumulator tile (rows from row0, columns

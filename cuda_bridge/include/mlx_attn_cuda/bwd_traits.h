@@ -5,8 +5,8 @@
 //   dQ     a CTA owns kBlockM queries (Q, dO resident) and streams kBlockN-key tiles of K, V
 //          (deterministic mode only; the default mode adds dQ with atomics in the dK/dV kernel)
 // Shared memory (b16 elements unless stated, D = the bucket; Dv is padded to it):
-//   dK/dV  K, V [BN][D] + Q, dO [S][BM][D] + P^T, dS^T [BN][BM] + lse, delta [S][BM] float32
-//   dQ     Q, dO [BM][D] + K, V [S][BN][D] + dS [BM][BN]         + lse, delta [BM] float32
+//   dK/dV  K, V [BN][D] + Q, dO [S][BM][D] + P^T, dS^T [2][BN][BM] + lse, delta [S][BM] f32
+//   dQ     Q, dO [BM][D] + K, V [S][BN][D] + dS [2][BM][BN] + lse, delta, row sums [.][BM] f32
 // Every config fits sm86/sm89's 99 KB (101376 bytes), so one binary serves sm80..sm90.
 // Accumulators per thread (float32, held over the whole CTA): dK/dV  BN * 2D / (32 W),
 // dQ kernel  BM * D / (32 W); the S and dP tiles of one step add (rows * cols) / (32 W) each.
@@ -36,6 +36,8 @@
 
 #include <cstddef>
 
+#include "params.h"  // MA_HD: host+device, so host_tests/bwd_check.cpp reads the tiles too
+
 namespace mlx_attn_cuda {
 
 constexpr int bwd_cmin(int a, int b) { return a < b ? a : b; }
@@ -57,11 +59,11 @@ struct WarpSlice {
   static constexpr int kActive = kByRows ? kWarps : kRowTiles * kSlices;
   static constexpr int kWidth = kCols / kSlices;  // columns per warp
   static constexpr int kNT = kWidth / 8;          // n8 tiles per warp
-  __device__ __forceinline__ static bool active(int w) { return w < kActive; }
-  __device__ __forceinline__ static int row0(int w) {
+  MA_HD static bool active(int w) { return w < kActive; }
+  MA_HD static int row0(int w) {
     return kByRows ? w * kMT * 16 : (w % kRowTiles) * 16;
   }
-  __device__ __forceinline__ static int col0(int w) { return kByRows ? 0 : (w / kRowTiles) * kWidth; }
+  MA_HD static int col0(int w) { return kByRows ? 0 : (w / kRowTiles) * kWidth; }
 
   static_assert(kRows % 16 == 0 && kCols % 16 == 0, "whole m16 / k16 tiles");
   static_assert(!kByRows || kRowTiles % kWarps == 0, "row tiles split evenly");
@@ -86,7 +88,7 @@ struct BwdTraits {
   static constexpr size_t kDqSmemBytes =
       (size_t)(2 * kBlockM * kHeadDim + 2 * kStages * kBlockN * kHeadDim + 2 * kBlockM * kBlockN) *
           sizeof(T) +
-      2 * kBlockM * sizeof(float);
+      (2 + WarpSlice<kBlockM, kBlockN, kNWarps>::kSlices) * kBlockM * sizeof(float);
 
   static_assert(kBlockM % 32 == 0 && kBlockN % 32 == 0, "tiles of 32 rows (swizzle, k16 steps)");
   static_assert(kStages == 1 || kStages == 2, "1 or 2 buffers");
