@@ -100,11 +100,12 @@ def kernel_label(mangled: str, traits: dict) -> str:
         d, bm, bn, w, s, q = (int(x) for x in m.groups())
         cfg = traits.get((d, bm, bn, w, s, q), "?")
         return f"fwd {cfg} {bm}x{bn} w{w} s{s}{' qreg' if q else ''}"
-    m = re.search(r"(bwd_dkdv_kernel|bwd_dq_kernel)INS_9BwdTraitsI\w+?Li(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)E",
-                  mangled)
-    if m:  # BwdTraits<T, D, BM, BN, warps, stages>
-        name, d, bm, bn, w, s = m.groups()
-        return f"{name.removesuffix('_kernel')} {bm}x{bn} w{w} s{s}"
+    m = re.search(r"(bwd_dkdv_kernel|bwd_dq_kernel)INS_9BwdTraitsI\w+?Li(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)EE"
+                  r"(ELb[01]E)?", mangled)
+    if m:  # BwdTraits<T, D, BM, BN, warps, stages>; bwd_dq_kernel<Tr, false> is the delta kernel
+        name, d, bm, bn, w, s, with_dq = m.groups()
+        name = "bwd_delta" if with_dq == "ELb0E" else name.removesuffix("_kernel")
+        return f"{name} BM{bm} BN{bn} w{w} s{s}"
     for name in ("combine_kernel", "bwd_delta_kernel", "bwd_dq_convert_kernel", "bwd_dkdv_kernel",
                  "bwd_dq_kernel"):
         if name in mangled:
