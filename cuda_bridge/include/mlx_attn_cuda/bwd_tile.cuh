@@ -62,6 +62,27 @@ __device__ __forceinline__ void mask_at(const FwdParams& f, int b, int h, int i,
   }
 }
 
+// layout.h's SplitOffset with a runtime chunk base c0 (even: a warp's column slice) folded into
+// the per-lane offsets: at(row, cc) is the element offset of (lane_row + row, lane_chunk + c0 +
+// cc) for row a multiple of 8 and cc even and known at compile time, so the variant index is a
+// constant (a runtime index put SplitOffset's array in local memory).  Valid because the
+// swizzle changes only the chunk bits under kMask: adding a multiple of kMask + 1 chunks to
+// (c0 + (cc & kMask)) moves the offset by exactly that many chunks.
+template <int kChunks>
+struct BaseOffset {
+  static constexpr int kMask = SplitOffset<kChunks>::kMask;
+  static constexpr int kVariants = SplitOffset<kChunks>::kVariants;
+  int off[kVariants];
+  __device__ __forceinline__ void init(int lane_row, int lane_chunk, int c0) {
+#pragma unroll
+    for (int j = 0; j < kVariants; ++j)
+      off[j] = lane_row * (kChunks * 8) + swizzle_chunk<kChunks>(lane_row, c0 + 2 * j + lane_chunk) * 8;
+  }
+  __device__ __forceinline__ int at(int const_row, int const_chunk) const {
+    return off[(const_chunk & kMask) >> 1] + const_row * (kChunks * 8) + (const_chunk & ~kMask) * 8;
+  }
+};
+
 template <int kMT, int kNT>
 __device__ __forceinline__ void zero_frags(float (&acc)[kMT][kNT][4]) {
 #pragma unroll
@@ -109,13 +130,14 @@ __device__ __forceinline__ void tile_abT(float (&acc)[kMT][kNT][4], uint32_t sA,
 template <typename T, int kAChunks, int kBChunks, bool kATrans, int kKSteps, int kMT, int kNT>
 __device__ __forceinline__ void tile_ab(float (&acc)[kMT][kNT][4], uint32_t sA, uint32_t a_lo_bytes,
                                         uint32_t sB, int m0, int n0, int lane) {
-  SplitOffset<kAChunks> oa;
+  // A: rows m0.. at k-step kk (plain), or the [k][m] tile at chunk m0 / 8.. (.trans)
+  BaseOffset<kAChunks> oa;
   if constexpr (kATrans)
-    oa.init(ldsm_k_row(lane), ldsm_k_lane_chunk(lane));
+    oa.init(ldsm_k_row(lane), ldsm_k_lane_chunk(lane), m0 / 8);
   else
-    oa.init(ldsm_a_row(lane), ldsm_a_lane_chunk(lane));
-  SplitOffset<kBChunks> ob;
-  ob.init(ldsm_v_row(lane), ldsm_v_lane_chunk(lane));
+    oa.init(ldsm_a_row(lane) + m0, ldsm_a_lane_chunk(lane), 0);
+  BaseOffset<kBChunks> ob;  // B: the [k][n] tile at chunk n0 / 8..
+  ob.init(ldsm_v_row(lane), ldsm_v_lane_chunk(lane), n0 / 8);
 #pragma unroll
   for (int kk = 0; kk < kKSteps; ++kk) {
     uint32_t a[2][kMT][4];
@@ -125,17 +147,16 @@ __device__ __forceinline__ void tile_ab(float (&acc)[kMT][kNT][4], uint32_t sA, 
       for (int mi = 0; mi < kMT; ++mi) {
         const uint32_t base = sA + part * a_lo_bytes;
         if constexpr (kATrans)
-          ldsm_x4_trans(base + oa.at(16 * kk, (m0 + 16 * mi) / 8) * (int)sizeof(T), a[part][mi][0],
+          ldsm_x4_trans(base + oa.at(16 * kk, 2 * mi) * (int)sizeof(T), a[part][mi][0],
                         a[part][mi][1], a[part][mi][2], a[part][mi][3]);
         else
-          ldsm_x4(base + oa.at(m0 + 16 * mi, 2 * kk) * (int)sizeof(T), a[part][mi][0],
+          ldsm_x4(base + oa.at(16 * mi, 2 * kk) * (int)sizeof(T), a[part][mi][0],
                   a[part][mi][1], a[part][mi][2], a[part][mi][3]);
       }
 #pragma unroll
     for (int nj = 0; nj < kNT; nj += 2) {
       uint32_t bb[4];
-      ldsm_x4_trans(sB + ob.at(16 * kk, (n0 + 8 * nj) / 8) * (int)sizeof(T), bb[0], bb[1], bb[2],
-                    bb[3]);
+      ldsm_x4_trans(sB + ob.at(16 * kk, nj) * (int)sizeof(T), bb[0], bb[1], bb[2], bb[3]);
 #pragma unroll
       for (int part = 0; part < 2; ++part)
 #pragma unroll

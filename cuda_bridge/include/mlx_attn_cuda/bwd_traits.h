@@ -1,37 +1,41 @@
 // Tile configurations of the backward kernels per head-dim bucket (bwd_kernel.cuh).
 //
-// Two kernels stream tiles (kStages = how many buffers the streamed tiles get):
+// Two kernel shapes stream tiles (kStages = how many buffers the streamed tiles get):
 //   dK/dV  a CTA owns kBlockN keys (K, V resident) and streams kBlockM-query tiles of Q, dO
-//   dQ     a CTA owns kBlockM queries (Q, dO resident) and streams kBlockN-key tiles of K, V
-//          (deterministic mode only; the default mode adds dQ with atomics in the dK/dV kernel)
-// Shared memory (b16 elements unless stated, D = the bucket; Dv is padded to it):
+//   dQ     a CTA owns kBlockM queries (Q, dO resident) and streams kBlockN-key tiles of K, V:
+//          the delta kernel (default mode) and the deterministic dQ kernel
+// Shared memory (b16 elements unless stated, D = the bucket; Dv is padded to it; P and dS are
+// staged as a high and a low b16 part each, see bwd_tile.cuh):
 //   dK/dV  K, V [BN][D] + Q, dO [S][BM][D] + P^T, dS^T [2][BN][BM] + lse, delta [S][BM] f32
 //   dQ     Q, dO [BM][D] + K, V [S][BN][D] + dS [2][BM][BN] + lse, delta, row sums [.][BM] f32
-// Every config fits sm86/sm89's 99 KB (101376 bytes), so one binary serves sm80..sm90.
-// Accumulators per thread (float32, held over the whole CTA): dK/dV  BN * 2D / (32 W),
-// dQ kernel  BM * D / (32 W); the S and dP tiles of one step add (rows * cols) / (32 W) each.
+// Every config fits sm86/sm89's 99 KB (101376 bytes; static_asserts below), so one binary
+// serves sm80..sm90.  Float32 accumulators held per thread over the whole CTA: dK + dV
+// = BN * 2D / (32 W), dQ = BM * D / (32 W); one step's S and dP tiles add (rows * cols) /
+// (32 W) each.  ptxas (tests/test_cuda_ptxas.py, nvcc 13.0): no spills in any bucket on sm_80
+// or sm_90; the dK/dV kernel uses 179-250 registers, the dQ kernel 173-221.
 //
-//   D    dK/dV BNxBM  W  S  smem     dK+dV/thr   dQ BMxBN  W  S  smem     dQ/thr
-//   32   64x64        4  2  49.0 KB   32         64x64     4  2  24.5 KB  16
-//   64   64x64        4  2  65.0 KB   64         64x64     4  2  56.5 KB  32
-//   96   64x64        4  2  89.0 KB   96         64x64     4  2  80.5 KB  48
-//   128  64x64        8  1  80.5 KB   64         64x64     8  1  72.5 KB  32
-//   192  64x32        8  1  80.25 KB  96         64x32     8  1  76.5 KB  48
-//   256  32x32        8  1  68.25 KB  64         32x32     8  1  66.25 KB 32
+//   D    dK/dV BNxBM  W  S  smem      dK+dV/thr  dQ BMxBN  W  S  smem      dQ/thr
+//   32   64x64        4  2  57.0 KB   32         64x64     4  2  40.75 KB  16
+//   64   64x64        4  2  81.0 KB   64         64x64     4  2  64.75 KB  32
+//   96   64x64        4  1  80.5 KB   96         64x64     4  2  88.75 KB  48
+//   128  64x64        8  1  96.5 KB   64         64x64     8  1  81.0 KB   32
+//   192  64x32        8  1  88.25 KB  96         64x32     8  1  81.0 KB   48
+//   256  32x32        8  1  72.25 KB  64         32x32     8  1  68.5 KB   32
 // FlashAttention 2 (flash_bwd_launch_template.h, sm80; one kernel with dQ atomics, BM x BN):
-//   D<=32 128x128 w8; 64: 128x128 w8 (>= 144 KB smem) else 64x128 w8; 96: 64x128 w8;
+//   D=32 128x128 w8; 64: 128x128 w8 (>= 144 KB smem) else 64x128 w8; 96: 64x128 w8;
 //   128: 64x128 w8 (A100), 64x64 w8 (sm86); 192: 64x64 w8; 256: 64x64 w8 (A100/H100),
 //   64x32 w8 with V in registers (sm86, 99 KB).
 // Why ours differ:
-//   * We keep 64 keys per CTA up to D=192 (FA2 uses 128 below D=128): the P^T and dS^T tiles
-//     staged in shared memory grow with BN * BM, and at 99 KB the 128-key version of D=64/96
-//     leaves no room for a second Q/dO stage.  64x64 is FA2's own sm86 choice at D=128.
-//   * 4 warps at D <= 96 (the accumulators are small), 8 from D=128 so dK + dV stay at <= 96
-//     floats per thread (FA2: 8 warps everywhere; with 4 warps D=128 would hold 128).
-//   * D=192/256 stream 32-query (256: also 32-key) tiles: at 99 KB FA2's 64x64 needs 104+ KB
-//     with our staged P/dS; its sm86 answer (V in registers, 64x32) costs registers instead.
-//   * Double buffering (S=2) where it fits in 99 KB (D <= 96), as FA2 does on A100 only.
-// Timing on a GPU (benchmarks) may still move these; the ptxas test checks no bucket spills.
+//   * 64 keys per CTA up to D=192 (FA2: 128 at D <= 128): our P^T / dS^T staging (hi + lo
+//     parts: 4 x BN x BM x 2 bytes) grows with BN, and at 99 KB a 128-key D=64 CTA would leave
+//     no room for a second Q/dO buffer.  64x64 is FA2's own sm86 choice at D=128.
+//   * 4 warps at D <= 96 (small accumulators), 8 from D=128 so dK + dV stay <= 96 floats per
+//     thread (FA2: 8 warps everywhere; 4 warps at D=128 would hold 128).
+//   * D=192/256 stream 32-query (256: 32-key) tiles: FA2's 64x64 needs more than 99 KB with
+//     our staging; its sm86 answer (V in registers, 64x32) costs registers instead.
+//   * A second buffer (S=2) where it fits 99 KB (D <= 64, and the D=96 dQ kernel), as FA2
+//     double-buffers on A100 only.
+// Timing on a GPU (benchmarks) may still move these.
 #pragma once
 
 #include <cstddef>
@@ -114,5 +118,15 @@ MA_BWD_TRAITS(128,        64, 64, 8, 1,      64, 64, 8, 1)
 MA_BWD_TRAITS(192,        64, 32, 8, 1,      64, 32, 8, 1)
 MA_BWD_TRAITS(256,        32, 32, 8, 1,      32, 32, 8, 1)
 #undef MA_BWD_TRAITS
+
+// Every bucket fits sm86/sm89's 99 KB of shared memory per CTA.
+template <int D>
+constexpr bool bwd_fits_sm86() {
+  using Tr = BwdTraitsFor<unsigned short, D>;
+  return Tr::dkdv::kDkdvSmemBytes <= 101376 && Tr::dq::kDqSmemBytes <= 101376;
+}
+static_assert(bwd_fits_sm86<32>() && bwd_fits_sm86<64>() && bwd_fits_sm86<96>() &&
+                  bwd_fits_sm86<128>() && bwd_fits_sm86<192>() && bwd_fits_sm86<256>(),
+              "a backward tile exceeds 99 KB of shared memory");
 
 }  // namespace mlx_attn_cuda
