@@ -6,7 +6,8 @@
 // (rows = its keys, columns = the streamed queries); the dQ kernel S = Q K^T and dP = dO V^T.
 // Both are "A B^T" of two row-major [rows][D] tiles (p_ds_tiles below), so one function serves
 // both with a flag that says which index is the key.  P (or P^T) and dS (or dS^T) are then
-// written to shared memory in the input dtype, and the products read them with ldmatrix:
+// written to shared memory in the input dtype (a high and a low part each, split_pair), and the
+// products read them with ldmatrix:
 //   dV += P^T dO    A = P^T [key][query] tile, plain ldmatrix;   B = dO [query][d], .trans
 //   dK += dS^T Q    A = dS^T tile, plain;                          B = Q [query][d], .trans
 //   dQ += dS K      A = dS: the dS^T tile through ldmatrix.trans (dK/dV kernel, atomics) or
@@ -17,7 +18,8 @@
 // warp 16 keys x the whole D for dK and dV (D = 256: 256 floats per thread), and dQ = dS K needs
 // dS in the other orientation anyway.  Staging lets the products be split over the warps by
 // (row tile, column slice) independently of the S split (WarpSlice, bwd_traits.h), at the
-// cost of 2 x BN x BM x 2 bytes of shared memory and one barrier per step.
+// cost of 4 x BN x BM x 2 bytes of shared memory (P and dS, high and low parts) and one
+// barrier per step.
 #pragma once
 
 #include "bwd_math.h"
