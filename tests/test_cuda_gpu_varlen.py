@@ -17,9 +17,6 @@ from mlx_attn.reference import max_error, reference_grads, reference_varlen  # n
 from test_cuda_gpu import _SKIP, EXT, make_case  # noqa: E402
 
 needs_gpu = pytest.mark.skipif(_SKIP is not None, reason=f"cuda backend unavailable: {_SKIP}")
-needs_fused_backward = pytest.mark.skipif(
-    EXT is None or not getattr(EXT, "varlen_backward_fused", False),
-    reason="this build's backward kernels read no cu_seqlens (varlen_backward_fused is False)")
 
 DTYPES = [torch.float16, torch.bfloat16]
 # (query lengths, key lengths): empty sequences (lq = 0, lk = 0, both), Lq != Lk both ways, a
@@ -160,7 +157,6 @@ def test_opcheck_of_the_varlen_ops_on_cuda():
 
 
 @needs_gpu
-@needs_fused_backward
 def test_fused_varlen_backward_entry_point():
     """Once the backward kernels read cu_seqlens: bwd_varlen gives the per-sequence gradients."""
     from mlx_attn.backends.cuda import varlen_ops

@@ -3,10 +3,10 @@
 Generates kernel instances exactly as cuda_bridge/CMakeLists.txt does (from
 src/kernel_instance.cu.in, with the pass/dtype tables read from that file), compiles each to a
 cubin with the build's CUDA flags (read from the same file) plus `-Xptxas -v`, for sm_80 and
-sm_90: the forward (prefill, decode and combine kernels) at every head-dim bucket, the backward
-(delta, dK/dV, dQ kernels) at head dims 64 and 128; fp16 and bf16 at 64 and 128, fp16 at the
-other buckets (the dtype has not changed a forward kernel's allocation in any bucket).  Fails
-on any function with spill stores or loads.
+sm_90: the forward (prefill, decode and combine kernels) and the backward (delta, dK/dV, dQ,
+dq_accum conversion kernels) at every head-dim bucket; fp16 and bf16 at 64 and 128, fp16 at
+the other buckets (the dtype has not changed a kernel's allocation in any bucket).  Fails on
+any function with spill stores or loads.
 
 A spill puts accumulators in local memory inside the main loop: a large, silent slowdown that
 no correctness test sees.  KNOWN_SPILLS (strict xfails) is empty: every instance checked
@@ -41,10 +41,8 @@ def _dtypes(dim: int) -> list:
     return DTYPES if dim in HEAD_DIMS else DTYPES[:1]
 
 
-# The SIMT backward is checked at 64 and 128 only: at D=256 its dQ kernel spills 4 bytes on
-# sm_80 (nvcc 13.0), and it is to be replaced by the tensor-core backward.
 INSTANCES = ([("fwd", a, d, t) for a in ARCHS for d in ALL_HEAD_DIMS for t in _dtypes(d)]
-             + [("bwd", a, d, t) for a in ARCHS for d in HEAD_DIMS for t in DTYPES])
+             + [("bwd", a, d, t) for a in ARCHS for d in ALL_HEAD_DIMS for t in _dtypes(d)])
 
 # (pass, arch, head dim, dtype) -> why it spills today (strict xfail).  Empty: traits.h's tiles
 # are chosen so that no forward or backward instance spills with nvcc 13.0 (see its table); a
@@ -102,7 +100,14 @@ def kernel_label(mangled: str, traits: dict) -> str:
         d, bm, bn, w, s, q = (int(x) for x in m.groups())
         cfg = traits.get((d, bm, bn, w, s, q), "?")
         return f"fwd {cfg} {bm}x{bn} w{w} s{s}{' qreg' if q else ''}"
-    for name in ("combine_kernel", "bwd_delta_kernel", "bwd_dkdv_kernel", "bwd_dq_kernel"):
+    m = re.search(r"(bwd_dkdv_kernel|bwd_dq_kernel)INS_9BwdTraitsI\w+?Li(\d+)ELi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)EE"
+                  r"(ELb[01]E)?", mangled)
+    if m:  # BwdTraits<T, D, BM, BN, warps, stages>; bwd_dq_kernel<Tr, false> is the delta kernel
+        name, d, bm, bn, w, s, with_dq = m.groups()
+        name = "bwd_delta" if with_dq == "ELb0E" else name.removesuffix("_kernel")
+        return f"{name} BM{bm} BN{bn} w{w} s{s}"
+    for name in ("combine_kernel", "bwd_delta_kernel", "bwd_dq_convert_kernel", "bwd_dkdv_kernel",
+                 "bwd_dq_kernel"):
         if name in mangled:
             return name.removesuffix("_kernel")
     return mangled

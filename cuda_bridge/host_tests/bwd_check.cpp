@@ -1,9 +1,11 @@
 // CPU self-check of the backward kernels' block logic and per-pair formulas (no GPU needed).
 //
-// Emulates bwd_dkdv_kernel and bwd_dq_kernel (bwd_kernel.cuh) on the host with the very
-// functions they call (bwd_math.h: bwd_query_range, bwd_key_range, pair_score, pair_prob) and
-// their loop structure (16-key / 16-query CTAs, 4 keys / queries per warp, GQA heads summed in
-// order), in float, and compares dq, dk, dv with a direct double-precision gradient of the SPEC
+// Emulates the block structure of bwd_dkdv_kernel and bwd_dq_kernel (bwd_kernel.cuh) on the
+// host with the very functions they call (rules.h queries_seeing / keys_seen for the tiles a
+// CTA visits, bwd_math.h pair_grad per pair) and their tiles (bwd_traits.h, D=64 bucket: key
+// blocks, query tiles, GQA heads summed in the kernel's order; dQ both by the dQ kernel's walk
+// and as the dK/dV kernel's atomics add it), in float, and compares dq, dk, dv with a direct
+// double-precision gradient of the SPEC
 // written independently here (all pairs visited, softmax backward as p * (dp - sum p dp),
 // causal and window from the SPEC's inequalities).  Random problems cover causal, windows,
 // softcap, bool and additive masks (with fully masked rows), GQA, Lq != Lk, a dlse input, and
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "mlx_attn_cuda/bwd_math.h"
+#include "mlx_attn_cuda/bwd_traits.h"
 
 using namespace mlx_attn_cuda;
 using namespace mlx_attn_common;  // MASK_NONE / MASK_BOOL / MASK_ADD, shared with the kernels
@@ -125,65 +128,66 @@ int main() {
     f.b = P.B, f.hq = P.Hq, f.hkv = P.Hkv, f.group = G, f.lq = P.Lq, f.lk = P.Lk;
     f.d = P.D, f.dv = P.Dv, f.scale = P.scale, f.softcap = P.softcap;
     f.window_left = P.wl, f.window_right = fold_causal(P.causal, P.wr);
-    auto pair = [&](int b, int h, int i, int j, float x, float* s, float* slope) {
+    // The pair formulas of the kernels, on float dot products (the kernels' tensor-core sums).
+    auto grad = [&](int b, int h, int i, int j, float* p, float* ds) {
+      const int hk = h / G;
+      const size_t row = ((size_t)b * P.Hq + h) * P.Lq + i;
+      float x = 0, dp = 0;
+      for (int d = 0; d < P.D; ++d) x += (float)Q(b, h, i, d) * (float)K(b, hk, j, d);
+      for (int d = 0; d < P.Dv; ++d) dp += (float)DO(b, h, i, d) * (float)V(b, hk, j, d);
       const bool keep = !(P.mask_kind == MASK_BOOL && M(b, h, i, j) == 0);
       const float add = P.mask_kind == MASK_ADD ? (float)M(b, h, i, j) : 0.f;
-      return pair_score(f, x, i, j, keep, add, s, slope);
+      pair_grad(f, x, dp, i, j, P.Lq, P.Lk, keep, add, lse_f[row], delta_f[row], p, ds);
     };
-    std::vector<double> edq(P.q.size(), 0), edk(P.k.size(), 0), edv(P.v.size(), 0);
-    const int kKeys = kBwdWarps * kBwdKeysPerWarp, kQueries = kBwdWarps * kBwdQueriesPerWarp;
+    std::vector<double> edq(P.q.size(), 0), edk(P.k.size(), 0), edv(P.v.size(), 0),
+        adq(P.q.size(), 0);  // adq: the dK/dV kernel's dq atomics (default mode)
+    // dK/dV kernel: a CTA per key block of BN; query tiles of BM that can see the block
+    // (queries_seeing), every query head of the group, in the kernel's order.
+    using Tr = BwdTraitsFor<unsigned short, 64>::dkdv;
+    const int BN = Tr::kBlockN, BM = Tr::kBlockM;
     for (int b = 0; b < P.B; ++b)
       for (int hk = 0; hk < P.Hkv; ++hk)
-        for (int blk = 0; blk < ceil_div(P.Lk, kKeys); ++blk)
-          for (int w = 0; w < kBwdWarps; ++w) {
-            const int j0 = blk * kKeys + w * kBwdKeysPerWarp;
-            if (j0 >= P.Lk) continue;
-            int lo, hi;
-            bwd_query_range(f, j0, imin(j0 + kBwdKeysPerWarp, P.Lk) - 1, &lo, &hi);
-            for (int kj = 0; kj < kBwdKeysPerWarp && j0 + kj < P.Lk; ++kj) {
-              const int j = j0 + kj;
-              std::vector<float> dk(P.D, 0.f), dv(P.Dv, 0.f);
-              for (int h = hk * G; h < (hk + 1) * G; ++h)
-                for (int i = lo; i <= hi; ++i) {
-                  const size_t row = ((size_t)b * P.Hq + h) * P.Lq + i;
-                  if (lse_f[row] == -INFINITY) continue;
-                  float x = 0, dp = 0, s, slope;
-                  for (int d = 0; d < P.D; ++d) x += (float)Q(b, h, i, d) * (float)K(b, hk, j, d);
-                  for (int d = 0; d < P.Dv; ++d) dp += (float)DO(b, h, i, d) * (float)V(b, hk, j, d);
-                  if (!pair(b, h, i, j, x, &s, &slope)) continue;
-                  const float pr = pair_prob(s, lse_f[row]);
-                  const float dx = pr * (dp - delta_f[row]) * slope;
-                  for (int d = 0; d < P.Dv; ++d) dv[d] += pr * (float)DO(b, h, i, d);
-                  for (int d = 0; d < P.D; ++d) dk[d] += dx * (float)Q(b, h, i, d);
+        for (int j0 = 0; j0 < P.Lk; j0 += BN) {
+          const int j_last = imin(j0 + BN, P.Lk) - 1;
+          const Span qs = queries_seeing(j0, j_last, P.Lq, P.Lk, f.window_left, f.window_right);
+          const int m_lo = qs.lo / BM, m_hi = qs.hi >= qs.lo ? qs.hi / BM : m_lo - 1;
+          std::vector<float> dk((size_t)BN * P.D, 0.f), dv((size_t)BN * P.Dv, 0.f);
+          for (int h = hk * G; h < (hk + 1) * G; ++h)
+            for (int m = m_lo; m <= m_hi; ++m)
+              for (int i = m * BM; i < imin((m + 1) * BM, P.Lq); ++i)
+                for (int j = j0; j <= j_last; ++j) {
+                  float pr, ds;
+                  grad(b, h, i, j, &pr, &ds);
+                  for (int d = 0; d < P.Dv; ++d) dv[(size_t)(j - j0) * P.Dv + d] += pr * (float)DO(b, h, i, d);
+                  for (int d = 0; d < P.D; ++d) {
+                    dk[(size_t)(j - j0) * P.D + d] += ds * (float)Q(b, h, i, d);
+                    adq[(((size_t)b * P.Hq + h) * P.Lq + i) * P.D + d] += ds * (float)K(b, hk, j, d);
+                  }
                 }
-              for (int d = 0; d < P.D; ++d) edk[(((size_t)b * P.Hkv + hk) * P.Lk + j) * P.D + d] = dk[d];
-              for (int d = 0; d < P.Dv; ++d) edv[(((size_t)b * P.Hkv + hk) * P.Lk + j) * P.Dv + d] = dv[d];
-            }
+          for (int j = j0; j <= j_last; ++j) {
+            for (int d = 0; d < P.D; ++d) edk[(((size_t)b * P.Hkv + hk) * P.Lk + j) * P.D + d] = dk[(size_t)(j - j0) * P.D + d];
+            for (int d = 0; d < P.Dv; ++d) edv[(((size_t)b * P.Hkv + hk) * P.Lk + j) * P.Dv + d] = dv[(size_t)(j - j0) * P.Dv + d];
           }
+        }
+    // dQ kernel (deterministic mode): a CTA per query tile of BM, the key blocks of BN it sees.
+    using QTr = BwdTraitsFor<unsigned short, 64>::dq;
     for (int b = 0; b < P.B; ++b)
       for (int h = 0; h < P.Hq; ++h)
-        for (int blk = 0; blk < ceil_div(P.Lq, kQueries); ++blk)
-          for (int w = 0; w < kBwdWarps; ++w) {
-            const int i0 = blk * kQueries + w * kBwdQueriesPerWarp;
-            if (i0 >= P.Lq) continue;
-            int lo, hi;
-            bwd_key_range(f, i0, imin(i0 + kBwdQueriesPerWarp, P.Lq) - 1, &lo, &hi);
-            for (int qi = 0; qi < kBwdQueriesPerWarp && i0 + qi < P.Lq; ++qi) {
-              const int i = i0 + qi;
-              const size_t row = ((size_t)b * P.Hq + h) * P.Lq + i;
-              std::vector<float> dq(P.D, 0.f);
-              for (int j = lo; j <= hi; ++j) {
-                if (lse_f[row] == -INFINITY) break;
-                float x = 0, dp = 0, s, slope;
-                for (int d = 0; d < P.D; ++d) x += (float)Q(b, h, i, d) * (float)K(b, h / G, j, d);
-                for (int d = 0; d < P.Dv; ++d) dp += (float)DO(b, h, i, d) * (float)V(b, h / G, j, d);
-                if (!pair(b, h, i, j, x, &s, &slope)) continue;
-                const float dx = pair_prob(s, lse_f[row]) * (dp - delta_f[row]) * slope;
-                for (int d = 0; d < P.D; ++d) dq[d] += dx * (float)K(b, h / G, j, d);
+        for (int i0 = 0; i0 < P.Lq; i0 += QTr::kBlockM) {
+          const int i_last = imin(i0 + QTr::kBlockM, P.Lq) - 1;
+          const Span ks = keys_seen(i0, i_last, P.Lq, P.Lk, f.window_left, f.window_right);
+          const int n_lo = ks.lo / QTr::kBlockN, n_hi = ks.hi >= ks.lo ? ks.hi / QTr::kBlockN : n_lo - 1;
+          for (int i = i0; i <= i_last; ++i) {
+            std::vector<float> dq(P.D, 0.f);
+            for (int n = n_lo; n <= n_hi; ++n)
+              for (int j = n * QTr::kBlockN; j < imin((n + 1) * QTr::kBlockN, P.Lk); ++j) {
+                float pr, ds;
+                grad(b, h, i, j, &pr, &ds);
+                for (int d = 0; d < P.D; ++d) dq[d] += ds * (float)K(b, h / G, j, d);
               }
-              for (int d = 0; d < P.D; ++d) edq[row * P.D + d] = dq[d];
-            }
+            for (int d = 0; d < P.D; ++d) edq[(((size_t)b * P.Hq + h) * P.Lq + i) * P.D + d] = dq[d];
           }
+        }
 
     auto compare = [&](const char* name, const std::vector<double>& got,
                        const std::vector<double>& want) {
@@ -199,7 +203,8 @@ int main() {
         }
       return true;
     };
-    if (!compare("dq", edq, rdq) || !compare("dk", edk, rdk) || !compare("dv", edv, rdv))
+    if (!compare("dq", edq, rdq) || !compare("dq (atomics)", adq, rdq) || !compare("dk", edk, rdk) ||
+        !compare("dv", edv, rdv))
       return 1;
   }
   std::printf("OK %d problems\n", trials);

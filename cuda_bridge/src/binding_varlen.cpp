@@ -186,10 +186,6 @@ nb::dict varlen_dict(const Checked& c) {
 }  // namespace
 
 void register_varlen(nb::module_& m) {
-  // Whether this build's backward kernels read cu_seqlens (api.h): until they do, the Python
-  // side runs varlen backward as one dense bwd() per sequence, and bwd_varlen() refuses.
-  m.attr("varlen_backward_fused") = kBwdReadsVarlen;
-
   m.def(
       "check_fwd_varlen_args",
       [](const Array& q, const Array& k, const Array& v, const Array& out, const Array& lse,
@@ -273,10 +269,6 @@ void register_varlen(nb::module_& m) {
                                           dk, dv, dq_accum, deterministic, false);
         set_scalars(c.p, scale, causal, window_left, window_right, softcap);
         require_sm80(c.device_id);
-        if (!kBwdReadsVarlen)
-          throw std::runtime_error(
-              "mlx_attn CUDA: bwd_varlen: this build's backward kernels read no cu_seqlens "
-              "(varlen_backward_fused is False); run one bwd() per sequence");
         bp.f = c.p;
         nb::gil_scoped_release release;
         run_bwd(bp, c.dtype, c.device_id, stream);

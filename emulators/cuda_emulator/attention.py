@@ -198,9 +198,10 @@ def forward(q, k, v, *, mask=None, scale=None, causal=False, window=None, softca
 
 
 def backward(q, k, v, out, lse, dout, *, dlse=None, mask=None, scale=None, causal=False, window=None,
-             softcap=None, dtype=None, patches=None):
-    """(dq, dk, dv) in q's dtype from the backward kernels (delta, dK/dV, dQ), given the
-    forward's out and lse."""
+             softcap=None, dtype=None, patches=None, deterministic=False):
+    """(dq, dk, dv) in q's dtype from the backward kernels (delta, dK/dV, then the dQ kernel
+    when `deterministic`, else dQ by float32 atomics into a dq_accum workspace and its
+    conversion), given the forward's out and lse."""
     dtype = _dtype_of(np.asarray(q), dtype)
     q, k, v, out, dout = (_as_dtype(x, dtype) for x in (q, k, v, out, dout))
     a = _describe(q, k, v, mask, scale, causal, window, softcap, 108)
@@ -220,5 +221,10 @@ def backward(q, k, v, out, lse, dout, *, dlse=None, mask=None, scale=None, causa
     grads = [DeviceArray(x.shape, q.dtype, name=n) for x, n in ((q, "dq"), (k, "dk"), (v, "dv"))]
     a.delta = delta.ptr
     a.dq, a.dk, a.dv = (_tensor(g) for g in grads)
+    a.deterministic = int(bool(deterministic))
+    if not deterministic:  # float32 [B * Hq * Lq, D] (params.h), zeroed by the delta kernel
+        dq_accum = DeviceArray((a.b * a.hq * a.lq, a.d), np.float32, name="dq_accum")
+        keep.append(dq_accum)
+        a.dq_accum = dq_accum.ptr
     _run(mod, "emu_bwd", a)
     return tuple(g.copy_to_host() for g in grads)

@@ -3,19 +3,17 @@ mlx_attn loads as its CUDA extension under MLX_ATTN_CUDA_EMULATE=1.
 
 The same functions with the same arguments as cuda_bridge/src/binding.cpp and
 binding_varlen.cpp (`plan`, `fwd`, `bwd`, `plan_varlen`, `fwd_varlen`, `bwd_varlen`, the device
-queries, `varlen_backward_fused`), taking torch CPU tensors: the kernels run in the emulator
+queries), taking torch CPU tensors: the kernels run in the emulator
 (`attention.forward` / `backward`, `varlen.forward_varlen` / `backward_varlen`) and their
 results are written into the caller's `out`, `lse`, `dq`, `dk`, `dv`, so that the backend, the
-torch custom ops, autograd, torch.compile and varlen above it run exactly as on a GPU. The emulated device is an sm_80 part with 108 SMs (an A100,
-whose SM count the planner reads); MLX_ATTN_CUDA_CONFIG / MLX_ATTN_CUDA_SPLITS force the
+torch custom ops, autograd, torch.compile and varlen above it run exactly as on a GPU. The
+emulated device is an sm_80 part with 108 SMs (an A100, whose SM count the planner reads); MLX_ATTN_CUDA_CONFIG / MLX_ATTN_CUDA_SPLITS force the
 planner's choice as they do for the real bridge.
 """
 from __future__ import annotations
 
 import inspect
 import os
-import re
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,17 +22,6 @@ from . import attention, varlen
 
 NUM_SMS = 108
 CAPABILITY = (8, 0)
-
-
-def _bwd_reads_varlen() -> bool:
-    """api.h's kBwdReadsVarlen: whether the backward kernels read cu_seqlens (binding.cpp
-    exports the same constant as `varlen_backward_fused`)."""
-    api = Path(__file__).resolve().parents[2] / "cuda_bridge/include/mlx_attn_cuda/api.h"
-    m = re.search(r"constexpr bool kBwdReadsVarlen = (true|false);", api.read_text())
-    return bool(m) and m.group(1) == "true"
-
-
-varlen_backward_fused = _bwd_reads_varlen()
 
 
 def device_count():
@@ -181,9 +168,6 @@ def bwd_varlen(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, max_se
                max_seqlen_k, delta, dq, dk, dv, dq_accum, deterministic, scale, causal,
                window_left, window_right, softcap, stream):
     """Fused varlen backward into dq, dk, dv (delta and dq_accum are the emulator's own)."""
-    if not varlen_backward_fused:
-        raise RuntimeError("mlx_attn CUDA: bwd_varlen: this build's backward kernels read no "
-                           "cu_seqlens (varlen_backward_fused is False); run one bwd() per sequence")
     cu, kw = _varlen_common(q, cu_seqlens_q, cu_seqlens_k, scale, causal, window_left,
                             window_right, softcap)
     grads = varlen.backward_varlen(_numpy(q), _numpy(k), _numpy(v), _numpy(out), _numpy(lse),

@@ -85,14 +85,11 @@ def _metal_torch_emulated() -> bool:
 
 
 METAL_TORCH_EMULATED = _metal_torch_emulated()
-# Found by the emulator, left to the tensor-core backward (issue 17): the backward's delta =
-# rowsum(dout * out) reads the bf16-rounded out (as FlashAttention 2 does), which costs dq and dk
-# one bf16 ulp where the query has one row and few keys (no averaging): 2.8x the math path's
-# error here. Strict: fixing it fails this entry, which must then go.
-CUDA_KNOWN_FAILURES = {
-    "grad-1x1x1x1x7x40x40-window(9,4)-softcap4.0":
-        "CUDA backward: delta from the bf16-rounded out costs one bf16 ulp in dq/dk (issue 17)",
-}
+# Cases the cuda backend fails today (strict xfails: a fix fails the entry, which must then go).
+# Empty: "grad-1x1x1x1x7x40x40-window(9,4)-softcap4.0" (bf16; delta = rowsum(dout * out) read
+# the bf16-rounded out, 2.8x the math path's error) passes since the tensor-core backward sums
+# delta = sum_j P dP from its recomputed tiles, as the math path does (issue 17).
+CUDA_KNOWN_FAILURES: dict = {}
 
 
 def _emulated_metal():

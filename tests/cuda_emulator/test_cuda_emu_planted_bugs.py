@@ -22,6 +22,7 @@ class Bug:
     dtype: str
     D: int
     check: str  # how the main suite exercises the code
+    kw: tuple = ()  # the backward's problem: extra Problem keywords and the dQ mode
 
     @property
     def patches(self):
@@ -41,13 +42,38 @@ BUGS = [
         "if (jr < lo_rel || jr > hi_rel + 1)", "float16", 64, "prefill"),
     Bug("combine drops the last split", "combine_kernel.cuh", "for (int s = 0; s < S; ++s) {",
         "for (int s = 0; s < S - 1; ++s) {", "float16", 64, "decode"),
+    # the backward (bwd_kernel.cuh, bwd_tile.cuh, bwd_math.h); "backward" runs GQA 2, causal,
+    # 70 queries / 75 keys (two tiles each way), with dlse
     Bug("delta adds dlse instead of subtracting it", "bwd_kernel.cuh",
-        "p.delta[row] = acc - (p.dlse ? p.dlse[row] : 0.f);", "p.delta[row] = acc + (p.dlse ? p.dlse[row] : 0.f);",
+        "sdelta[x] = sum - (p.dlse ? p.dlse[row] : 0.f);", "sdelta[x] = sum + (p.dlse ? p.dlse[row] : 0.f);",
         "float16", 64, "backward"),
-    Bug("dK/dV query range off by one", "bwd_kernel.cuh", "for (int i = i_lo; i <= i_hi; ++i) {",
-        "for (int i = i_lo; i < i_hi; ++i) {", "bfloat16", 64, "backward"),
-    Bug("dQ key range off by one", "bwd_kernel.cuh", "for (int j = j_lo; j <= j_hi; ++j) {",
-        "for (int j = j_lo + 1; j <= j_hi; ++j) {", "float16", 32, "backward"),
+    Bug("softcap slope without the tanh chain rule", "bwd_math.h", "d = f.scale * (1.f - t * t);",
+        "d = f.scale;", "bfloat16", 64, "backward", (("softcap", 3.0),)),
+    Bug("dK/dV sums only the first query head of a GQA group", "bwd_kernel.cuh",
+        "const int steps = n_m * f.group;", "const int steps = n_m;", "float16", 128, "backward"),
+    Bug("dK/dV query-tile range off by one (drops the last tile)", "bwd_kernel.cuh",
+        "const int n_m = qs.hi >= qs.lo ? qs.hi / kBM - m_lo + 1 : 0;",
+        "const int n_m = qs.hi >= qs.lo ? qs.hi / kBM - m_lo : 0;", "bfloat16", 32, "backward"),
+    Bug("dQ kernel key-block range off by one", "bwd_kernel.cuh",
+        "const int n_lo = ks.lo / kBN;", "const int n_lo = ks.lo / kBN + 1;", "float16", 32, "backward",
+        (("deterministic", True), ("window", (20, 0)))),
+    # D=256: 4 of the 8 warps have no share of S^T (32 x 32) but one of dK/dV: they read dS^T
+    # at once (the emulator runs threads round-robin between collectives and barriers)
+    Bug("missing __syncthreads between writing P^T/dS^T and reading them", "bwd_kernel.cuh",
+        "                                   slse + slot * kBM, sdelta + slot * kBM, sP, sdS, warp, lane);\n"
+        "    __syncthreads();",
+        "                                   slse + slot * kBM, sdelta + slot * kBM, sP, sdS, warp, lane);",
+        "float16", 256, "backward"),
+    # a warp reads Q / dO chunks that other threads copied before they waited for them: NaN
+    Bug("missing __syncthreads after the wait for the step's Q/dO tiles", "bwd_kernel.cuh",
+        "    cp_async_wait<0>();\n    __syncthreads();\n    if constexpr (kS == 2) {\n"
+        "      if (t + 1 < steps) issue(t + 1);  // into the buffer step t - 1 used",
+        "    cp_async_wait<0>();\n    if constexpr (kS == 2) {\n"
+        "      if (t + 1 < steps) issue(t + 1);  // into the buffer step t - 1 used",
+        "bfloat16", 64, "backward"),
+    Bug("dq atomics into the wrong query head's row", "bwd_kernel.cuh",
+        "float* row = p.dq_accum + lse_index(f, s, b, at.h, i) * f.d;",
+        "float* row = p.dq_accum + lse_index(f, s, b, hk * f.group, i) * f.d;", "float16", 96, "backward"),
     # the shared-memory epilogue and fused varlen (tile_io.cuh, blocks.h seq_view, fwd_kernel.cuh)
     Bug("staged O store drops the row predicate", "tile_io.cuh",
         "if (r >= p.rows || c * 8 >= p.dv) continue;", "if (c * 8 >= p.dv) continue;",
@@ -79,7 +105,10 @@ def run_check(bug: Bug, patches):
     elif bug.check == "decode":
         check_forward(p, config="decode", splits=3, patches=patches)
     else:
-        check_backward(p, with_dlse=True, patches=patches)
+        kw = dict(bug.kw)
+        deterministic = kw.pop("deterministic", False)
+        p = Problem(bug.dtype, 1, 4, 2, 70, 75, bug.D, seed=21, **{"causal": True, **kw})
+        check_backward(p, with_dlse=True, patches=patches, deterministic=deterministic)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,15 +1,13 @@
-"""The fused varlen forward (one launch, the kernels read cu_seqlens) under the emulator, against
+"""The fused varlen forward and backward (one launch, the kernels read cu_seqlens) under the emulator, against
 the float64 reference per sequence with the SPEC criterion: ragged and empty sequences, Lq != Lk,
 causal bottom-right per sequence, window, softcap, GQA, head-dim buckets, lse, isolation between
-sequences, the shared-memory epilogue with strided out.  The longer matrix is marked slow.
-
-The varlen backward tests are written against the fused backward; today's SIMT backward kernels
-read no cu_seqlens, so they are expected to fail until the tensor-core backward lands."""
+sequences, the shared-memory epilogue with strided out; gradients in both dQ modes.  The longer
+matrix is marked slow."""
 import numpy as np
 import pytest
 
 from cuda_emu_varlen_cases import VarlenProblem, check_backward_varlen, check_forward_varlen
-from cuda_emulator import CudaEmulatorError, attention, emulator_options, varlen
+from cuda_emulator import attention, emulator_options, varlen
 
 # query / key lengths per sequence: empty ones (lq = 0, lk = 0, both), Lq != Lk both ways
 RAGGED_Q = [5, 0, 17, 3, 0, 9, 12]
@@ -122,19 +120,13 @@ def test_bad_cu_seqlens_are_refused():
         varlen.forward_varlen(*p.dev, p.cu_q, p.cu_k.astype(np.int64), 4, 4)
 
 
-# -- backward (fused): needs the tensor-core backward, which reads cu_seqlens -----------------------
-needs_fused_backward = pytest.mark.xfail(strict=False, reason="needs the tensor-core backward (wip/17-bwd)",
-                                         raises=(AssertionError, CudaEmulatorError))
-
-
-@needs_fused_backward
+# -- backward (fused: the kernels read cu_seqlens) ----------------------------------------------
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_backward_ragged_with_empty_sequences(deterministic):
     p = VarlenProblem("float16", RAGGED_Q, RAGGED_K, 4, 2, 64, seed=10, causal=True)
     check_backward_varlen(p, with_dlse=True, deterministic=deterministic)
 
 
-@needs_fused_backward
 def test_backward_window_softcap_bf16():
     p = VarlenProblem("bfloat16", [7, 0, 20], [11, 5, 20], 4, 1, 128, seed=11, window=(4, 1),
                       softcap=3.0)
@@ -153,7 +145,6 @@ def test_every_head_dim_slow(dtype, D, config):
 
 
 @pytest.mark.slow
-@needs_fused_backward
 @pytest.mark.parametrize("D", [64, 128])
 def test_backward_every_config_slow(D):
     p = VarlenProblem("bfloat16", RAGGED_Q, RAGGED_K, 4, 2, D, seed=D + 1, causal=True)

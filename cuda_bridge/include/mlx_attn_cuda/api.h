@@ -48,12 +48,7 @@ void run_fwd(FwdParams& p, int dtype, int config, int device, uintptr_t stream);
 
 // The backward (delta, dK/dV, dQ kernels) on `stream`; p checked by binding.cpp.  Writes
 // p.delta, p.dq, p.dk, p.dv.  p.deterministic / p.dq_accum select the dQ mode (params.h); the
-// SIMT kernels of today ignore both (they never use atomics) and read no cu_seqlens.
+// kernels read p.f.cu_seqlens_q/k themselves (fused varlen).
 void run_bwd(BwdParams& p, int dtype, int device, uintptr_t stream);
-
-// Whether run_bwd's kernels read p.f.cu_seqlens_q/k (fused varlen backward).  The SIMT backward
-// does not: binding_varlen.cpp's bwd_varlen refuses to launch it, and the Python side runs one
-// dense backward per sequence.  The tensor-core backward (wip/17-bwd) sets it.
-constexpr bool kBwdReadsVarlen = false;
 
 }  // namespace mlx_attn_cuda

@@ -1,242 +1,381 @@
-// Backward kernels (FlashAttention-2 structure, correctness-first arithmetic).
+// Backward kernels, FlashAttention-2 structure on mma.sync m16n8k16 (bwd_tile.cuh has the
+// tile steps, bwd_traits.h the tiles).  Launched in stream order (bwd_launch.cuh): delta
+// kernel, dK/dV, convert (default mode); or dQ kernel, dK/dV (deterministic mode).
 //
-//   bwd_delta_kernel   one warp per row: delta = dot(dout, out) - dlse            (float32)
-//   bwd_dkdv_kernel    a CTA per (16-key block, kv head, batch); each warp owns 4 keys and
-//                      keeps their K, V and the dK, dV accumulators in registers, and walks
-//                      over every query of the G query heads sharing the kv head that can
-//                      see its keys (causal/window ranges skip the rest): GQA sums happen in
-//                      registers in a fixed order, K/V are never repeated.
-//   bwd_dq_kernel      a CTA per (16-query block, query head, batch); each warp owns 4 queries
-//                      and walks over the keys they can see.
-// P is recomputed from the saved lse (bwd_math.h has the per-pair formulas).  dQ is a separate
-// pass rather than float atomics, so every output element is written once by one thread and
-// the result is bitwise reproducible: "deterministic" costs nothing here.
+//   bwd_dq_kernel<false>  the delta kernel (default mode): a CTA per (query tile, query head,
+//                       batch entry / sequence) walks the key blocks its queries see and sums
+//                       delta = sum_j P dP - dlse from recomputed S, dP tiles (see the kernel
+//                       for why not dot(dout, out)); zeroes its rows of dq_accum.
+//   bwd_dkdv_kernel     a CTA per (key block, kv head, batch entry / sequence).  K and V stay in
+//                       shared memory; the CTA walks every query tile of every query head of
+//                       the kv head's GQA group that can see the key block (causal/window
+//                       ranges skip the rest), Q / dO / lse / delta streamed (cp.async, double
+//                       buffered where shared memory allows).  Per tile: S^T, P^T, dP^T, dS^T
+//                       (p_ds_tiles), then dV += P^T dO and dK += dS^T Q in float32 registers:
+//                       the GQA sum happens there, K/V are never repeated.  Default mode: also
+//                       dQ_partial = dS K, added with float32 atomics to dq_accum.
+//   bwd_dq_kernel<true> deterministic mode, launched before the dK/dV kernel: the delta pass,
+//                       then a second walk over the same key blocks recomputing S, P, dP, dS
+//                       and accumulating dQ += dS K in registers; every dq element is written
+//                       once by one thread: the same bits on every run and schedule.
+//   bwd_dq_convert_kernel  default mode: dq = dq_accum in the input dtype and dq's strides.
 //
-// The arithmetic is SIMT float32 (a lane owns head-dim elements d = lane + 32 t, dot products
-// are warp shuffles), not mma.sync: this version was written without a GPU to test on, so it
-// favours code that is easy to check over speed.  The tensor-core version (S^T = K Q^T in the
-// C layout, P^T / dS^T as A operands, dO and Q through ldmatrix.trans) is the next step.
+// Varlen (params.h): batch strides are 0, pointers add the sequence's first row, lengths and
+// tails come from Seq, lse / delta / dq_accum rows from lse_index.  CTAs past their sequence's
+// length exit before any barrier.
 #pragma once
 
-#include "bwd_math.h"
+#include "bwd_tile.cuh"
+#include "bwd_traits.h"
 #include "params.h"
 #include "ptx.h"
+#include "tile_io.cuh"
 
 namespace mlx_attn_cuda {
 
+// Device code for sm_80+ (the host pass of nvcc sees empty bodies), or the host emulator.
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || defined(MLX_ATTN_CUDA_EMULATE)
+#define MA_BWD_DEVICE 1
+#else
+#define MA_BWD_DEVICE 0
+#endif
+
 template <typename T>
 __device__ __forceinline__ float ld_f(const T* p) { return to_float(*p); }
-template <>
-__device__ __forceinline__ float ld_f<float>(const float* p) { return *p; }
 
+// Number of lse rows: [B, Hq, Lq] dense, [Hq, total_q] varlen.
+MA_HD int64_t bwd_rows(const FwdParams& f) {
+  return f.cu_seqlens_q == nullptr ? (int64_t)f.b * f.hq * f.lq : (int64_t)f.hq * f.total_q;
+}
+
+// Element offset (strides sb, sh, sl) of lse row `row`: dense (b, h, i), varlen (h, token).
+MA_HD int64_t row_offset(const FwdParams& f, int64_t row, int64_t sb, int64_t sh, int64_t sl) {
+  if (f.cu_seqlens_q != nullptr) return (row / f.total_q) * sh + (row % f.total_q) * sl;
+  const int64_t bh = row / f.lq;
+  return (bh / f.hq) * sb + (bh % f.hq) * sh + (row % f.lq) * sl;
+}
+
+// dq = dq_accum (float32) in the input dtype; one warp per lse row.
 template <typename T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-
-__device__ __forceinline__ float warp_allsum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-
-// Loads elements d = lane + 32 t (t < DT, d < n) of a row, 0 elsewhere.
-template <typename T, int DT>
-__device__ __forceinline__ void load_row(const T* row, int n, int lane, float (&x)[DT]) {
-#pragma unroll
-  for (int t = 0; t < DT; ++t) {
-    const int d = lane + 32 * t;
-    x[t] = d < n ? ld_f(row + d) : 0.f;
-  }
-}
-
-template <typename T, int DT>
-__device__ __forceinline__ void store_row(T* row, int n, int lane, const float (&x)[DT]) {
-#pragma unroll
-  for (int t = 0; t < DT; ++t) {
-    const int d = lane + 32 * t;
-    if (d < n) row[d] = from_f<T>(x[t]);
-  }
-}
-
-// The mask's (keep, add) for one pair (b, h, i, j).
-__device__ __forceinline__ void mask_at(const FwdParams& f, int b, int h, int i, int j, bool* keep,
-                                        float* add) {
-  *keep = true;
-  *add = 0.f;
-  if (f.mask_type == kMaskNone) return;
-  const int64_t off = b * f.m_sb + h * f.m_sh + (int64_t)i * f.m_sq + (int64_t)j * f.m_sk;
-  switch (f.mask_type) {
-    case kMaskBool: *keep = static_cast<const uint8_t*>(f.mask)[off] != 0; break;
-    case kMaskF32: *add = static_cast<const float*>(f.mask)[off]; break;
-    case kMaskF16: *add = to_float(static_cast<const __half*>(f.mask)[off]); break;
-    default: *add = to_float(static_cast<const __nv_bfloat16*>(f.mask)[off]); break;
-  }
-}
-
-// delta[row] = dot(dout[row], out[row]) - dlse[row]; one warp per (b, h, i) row.
-template <typename T>
-__global__ void __launch_bounds__(128) bwd_delta_kernel(const BwdParams p) {
+__global__ void __launch_bounds__(128) bwd_dq_convert_kernel(const BwdParams p) {
   const FwdParams& f = p.f;
-  const int64_t total = (int64_t)f.b * f.hq * f.lq;
   const int64_t row = (int64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
-  if (row >= total) return;
-  const int i = (int)(row % f.lq);
-  const int64_t bh = row / f.lq;
-  const int h = (int)(bh % f.hq), b = (int)(bh / f.hq);
-  const T* o = static_cast<const T*>(f.out) + b * f.o_sb + h * f.o_sh + (int64_t)i * f.o_sl;
-  const T* g = static_cast<const T*>(p.dout) + b * p.do_sb + h * p.do_sh + (int64_t)i * p.do_sl;
-  float acc = 0.f;
-  for (int d = lane; d < f.dv; d += 32) acc = fmaf(ld_f(o + d), ld_f(g + d), acc);
-  acc = warp_allsum(acc);
-  if (lane == 0) p.delta[row] = acc - (p.dlse ? p.dlse[row] : 0.f);
+  if (row >= bwd_rows(f)) return;
+  T* dq = static_cast<T*>(p.dq) + row_offset(f, row, p.dq_sb, p.dq_sh, p.dq_sl);
+  const float* acc = p.dq_accum + row * f.d;
+  for (int d = 2 * lane; d < f.d; d += 64)
+    *reinterpret_cast<uint32_t*>(dq + d) = pack2<T>(acc[d], acc[d + 1]);
 }
 
-// dK, dV for 16 keys of one (batch, kv head).  DT = head-dim bucket / 32.
-template <typename T, int DT>
-__global__ void __launch_bounds__(kBwdWarps * 32) bwd_dkdv_kernel(const BwdParams p) {
-  constexpr int KPW = kBwdKeysPerWarp, kKeys = kBwdWarps * KPW;
+// lse and delta of queries i0 .. i0 + n of head h into shared memory (-inf / 0 past the end).
+__device__ __forceinline__ void load_row_stats(const BwdParams& p, const TileAt& at, int n,
+                                               float* slse, float* sdelta, int tid, int nthreads) {
+  for (int x = tid; x < n; x += nthreads) {
+    const int i = at.i0 + x;
+    const bool ok = i < at.s.lq;
+    const int64_t row = ok ? lse_index(p.f, at.s, at.b, at.h, i) : 0;
+    slse[x] = ok ? p.f.lse[row] : -INFINITY;
+    sdelta[x] = ok ? p.delta[row] : 0.f;
+  }
+}
+
+template <class Tr>
+__global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dkdv_kernel(const BwdParams p) {
+#if MA_BWD_DEVICE
+  using T = typename Tr::T;
+  constexpr int kBM = Tr::kBlockM, kBN = Tr::kBlockN, kD = Tr::kHeadDim, kS = Tr::kStages;
+  using KTile = RowTile<T, kBN, kD, Tr::kNThreads>;
+  using QTile = RowTile<T, kBM, kD, Tr::kNThreads>;
+  using KV = WarpSlice<kBN, kD, Tr::kNWarps>;  // dK, dV: this warp's keys x columns
+  using DQ = WarpSlice<kBM, kD, Tr::kNWarps>;  // dQ partial: queries x columns
   const FwdParams& f = p.f;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int nblk = (f.lk + kKeys - 1) / kKeys;
-  const int blk = (int)(blockIdx.x % (unsigned)nblk);
-  const int bh = (int)(blockIdx.x / (unsigned)nblk);
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sK = reinterpret_cast<T*>(smem_raw);
+  T* sV = sK + kBN * kD;
+  T* sQ = sV + kBN * kD;        // [kS][kBM][kD]
+  T* sdO = sQ + kS * kBM * kD;  // [kS][kBM][kD]
+  T* sP = sdO + kS * kBM * kD;  // P^T  [2][kBN][kBM] (high, low parts)
+  T* sdS = sP + 2 * kBN * kBM;  // dS^T [2][kBN][kBM]
+  constexpr uint32_t kLoBytes = kBN * kBM * sizeof(T);
+  float* slse = reinterpret_cast<float*>(sdS + 2 * kBN * kBM);  // [kS][kBM]
+  float* sdelta = slse + kS * kBM;                          // [kS][kBM]
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int n_blocks = ceil_div(f.lk, kBN);
+  const int n_block = (int)(blockIdx.x % (unsigned)n_blocks);
+  const int bh = (int)(blockIdx.x / (unsigned)n_blocks);
   const int b = bh / f.hkv, hk = bh % f.hkv;
-  const int j0 = blk * kKeys + warp * KPW;  // this warp's first key
-  if (j0 >= f.lk) return;                   // no barrier in this kernel
-  const int j_last = imin(j0 + KPW, f.lk) - 1;
+  const Seq s = seq_of(f, b);
+  const int j0 = n_block * kBN;
+  if (j0 >= s.lk) return;  // past this sequence's keys: uniform, before any barrier
+  const int j_last = imin(j0 + kBN, s.lk) - 1;
 
-  const T* kb = static_cast<const T*>(f.k) + b * f.k_sb + hk * f.k_sh;
-  const T* vb = static_cast<const T*>(f.v) + b * f.v_sb + hk * f.v_sh;
-  float kr[KPW][DT], vr[KPW][DT], dk[KPW][DT], dv[KPW][DT];
-#pragma unroll
-  for (int kj = 0; kj < KPW; ++kj) {
-    const bool ok = j0 + kj < f.lk;
-    load_row<T, DT>(kb + (int64_t)(j0 + kj) * f.k_sl, ok ? f.d : 0, lane, kr[kj]);
-    load_row<T, DT>(vb + (int64_t)(j0 + kj) * f.v_sl, ok ? f.dv : 0, lane, vr[kj]);
-#pragma unroll
-    for (int t = 0; t < DT; ++t) dk[kj][t] = dv[kj][t] = 0.f;
-  }
+  // Query tiles that can see a key of this block (the same range for every query head).
+  const Span qs = queries_seeing(j0, j_last, s.lq, s.lk, f.window_left, f.window_right);
+  const int m_lo = qs.lo / kBM;
+  const int n_m = qs.hi >= qs.lo ? qs.hi / kBM - m_lo + 1 : 0;
+  const int steps = n_m * f.group;  // (query head, query tile) pairs
 
-  int i_lo, i_hi;
-  bwd_query_range(f, j0, j_last, &i_lo, &i_hi);
-  for (int h = hk * f.group; h < (hk + 1) * f.group; ++h) {
-    const int64_t row0 = ((int64_t)b * f.hq + h) * f.lq;
-    const T* qb = static_cast<const T*>(f.q) + b * f.q_sb + h * f.q_sh;
-    const T* gb = static_cast<const T*>(p.dout) + b * p.do_sb + h * p.do_sh;
-    for (int i = i_lo; i <= i_hi; ++i) {
-      const float lse = f.lse[row0 + i];
-      if (lse == -INFINITY) continue;  // the row attends to nothing: no gradient flows
-      const float delta = p.delta[row0 + i];
-      float qv[DT], gv[DT];
-      load_row<T, DT>(qb + (int64_t)i * f.q_sl, f.d, lane, qv);
-      load_row<T, DT>(gb + (int64_t)i * p.do_sl, f.dv, lane, gv);
+  load_kv_tile<KTile>(static_cast<const T*>(f.k) + b * f.k_sb + hk * f.k_sh + s.k0 * f.k_sl,
+                      f.k_sl, j0, s.lk, f.d, sK, tid);
+  load_kv_tile<KTile>(static_cast<const T*>(f.v) + b * f.v_sb + hk * f.v_sh + s.k0 * f.v_sl,
+                      f.v_sl, j0, s.lk, f.dv, sV, tid);
+  cp_async_commit();
+
+  auto tile_at = [&](int t) {
+    TileAt at;
+    at.b = b, at.h = hk * f.group + t / n_m, at.s = s;
+    at.i0 = (m_lo + t % n_m) * kBM, at.j0 = j0;
+    return at;
+  };
+  // Q, dO (cp.async) and lse, delta (plain loads) of step t into buffer t % kS.
+  auto issue = [&](int t) {
+    const TileAt at = tile_at(t);
+    const int slot = t % kS;
+    load_kv_tile<QTile>(static_cast<const T*>(f.q) + b * f.q_sb + at.h * f.q_sh + s.q0 * f.q_sl,
+                        f.q_sl, at.i0, s.lq, f.d, sQ + slot * kBM * kD, tid);
+    load_kv_tile<QTile>(static_cast<const T*>(p.dout) + b * p.do_sb + at.h * p.do_sh +
+                            s.q0 * p.do_sl,
+                        p.do_sl, at.i0, s.lq, f.dv, sdO + slot * kBM * kD, tid);
+    load_row_stats(p, at, kBM, slse + slot * kBM, sdelta + slot * kBM, tid, Tr::kNThreads);
+  };
+  if (steps > 0) issue(0);
+  cp_async_commit();
+
+  float acc_dk[KV::kMT][KV::kNT][4], acc_dv[KV::kMT][KV::kNT][4];
+  zero_frags(acc_dk);
+  zero_frags(acc_dv);
+  const bool dq_atomics = !p.deterministic && p.dq_accum != nullptr;
+
+  for (int t = 0; t < steps; ++t) {
+    const TileAt at = tile_at(t);
+    const int slot = t % kS;
+    const uint32_t sQs = smem_u32(sQ + slot * kBM * kD), sdOs = smem_u32(sdO + slot * kBM * kD);
+
+    // Tiles of step t have landed; every thread is done with step t - 1's tiles.
+    cp_async_wait<0>();
+    __syncthreads();
+    if constexpr (kS == 2) {
+      if (t + 1 < steps) issue(t + 1);  // into the buffer step t - 1 used
+      cp_async_commit();
+    }
+
+    // S^T = K Q^T, P^T, dP^T = V dO^T, dS^T -> shared memory
+    p_ds_tiles<Tr, kBN, kBM, true>(f, at, smem_u32(sK), sQs, smem_u32(sV), sdOs,
+                                   slse + slot * kBM, sdelta + slot * kBM, sP, sdS, warp, lane);
+    __syncthreads();
+
+    if (KV::active(warp)) {
+      // dV += P^T dO ; dK += dS^T Q  (float32, over all query tiles and GQA heads)
+      tile_ab<T, kBM / 8, Tr::kChunks, false, kBM / 16>(acc_dv, smem_u32(sP), kLoBytes, sdOs,
+                                                        KV::row0(warp), KV::col0(warp), lane);
+      tile_ab<T, kBM / 8, Tr::kChunks, false, kBM / 16>(acc_dk, smem_u32(sdS), kLoBytes, sQs,
+                                                        KV::row0(warp), KV::col0(warp), lane);
+    }
+    if (dq_atomics && DQ::active(warp)) {
+      // dQ_partial = dS K (dS read transposed from the dS^T tile) -> atomics, 16 columns a go
+      const int m0 = DQ::row0(warp);
+#pragma unroll 1
+      for (int c = 0; c < DQ::kWidth; c += 16) {
+        const int n0 = DQ::col0(warp) + c;
+        if (n0 >= f.d) break;
+        float acc[DQ::kMT][2][4];
+        zero_frags(acc);
+        tile_ab<T, kBM / 8, Tr::kChunks, true, kBN / 16>(acc, smem_u32(sdS), kLoBytes,
+                                                         smem_u32(sK), m0, n0, lane);
+        const int g = lane_group(lane), tig = lane_tig(lane);
 #pragma unroll
-      for (int kj = 0; kj < KPW; ++kj) {
-        float x = 0.f, dp = 0.f;
+        for (int mi = 0; mi < DQ::kMT; ++mi)
 #pragma unroll
-        for (int t = 0; t < DT; ++t) {
-          x = fmaf(qv[t], kr[kj][t], x);
-          dp = fmaf(gv[t], vr[kj][t], dp);
-        }
-        x = warp_allsum(x);
-        dp = warp_allsum(dp);
-        const int j = j0 + kj;
-        if (j >= f.lk) continue;  // uniform over the warp, after the shuffles
-        bool keep;
-        float add, s, slope;
-        mask_at(f, b, h, i, j, &keep, &add);
-        if (!pair_score(f, x, i, j, keep, add, &s, &slope)) continue;
-        const float pr = pair_prob(s, lse);
-        const float dx = pr * (dp - delta) * slope;
+          for (int hr = 0; hr < 2; ++hr) {
+            const int i = at.i0 + m0 + 16 * mi + g + 8 * hr;
+            if (i >= s.lq) continue;
+            float* row = p.dq_accum + lse_index(f, s, b, at.h, i) * f.d;
 #pragma unroll
-        for (int t = 0; t < DT; ++t) {
-          dv[kj][t] = fmaf(pr, gv[t], dv[kj][t]);
-          dk[kj][t] = fmaf(dx, qv[t], dk[kj][t]);
-        }
+            for (int nj = 0; nj < 2; ++nj) {
+              const int col = n0 + 8 * nj + 2 * tig;
+              if (col >= f.d) continue;
+              atomicAdd(row + col, acc[mi][nj][2 * hr]);
+              atomicAdd(row + col + 1, acc[mi][nj][2 * hr + 1]);
+            }
+          }
       }
     }
+    if constexpr (kS == 1) {
+      __syncthreads();  // every thread is done with the single Q / dO buffer
+      if (t + 1 < steps) issue(t + 1);
+      cp_async_commit();
+    }
   }
+  cp_async_wait<0>();  // nothing may be in flight when the CTA exits
 
-  T* dkb = static_cast<T*>(p.dk) + b * p.dk_sb + hk * p.dk_sh;
-  T* dvb = static_cast<T*>(p.dv) + b * p.dv_sb + hk * p.dv_sh;
-#pragma unroll
-  for (int kj = 0; kj < KPW; ++kj) {
-    if (j0 + kj >= f.lk) continue;
-    store_row<T, DT>(dkb + (int64_t)(j0 + kj) * p.dk_sl, f.d, lane, dk[kj]);
-    store_row<T, DT>(dvb + (int64_t)(j0 + kj) * p.dv_sl, f.dv, lane, dv[kj]);
-  }
+  // dK, dV: written once, in the input dtype, with the output strides.
+  if (!KV::active(warp)) return;
+  T* dk = static_cast<T*>(p.dk) + b * p.dk_sb + hk * p.dk_sh + s.k0 * p.dk_sl;
+  T* dv = static_cast<T*>(p.dv) + b * p.dv_sb + hk * p.dv_sh + s.k0 * p.dv_sl;
+  const int m0 = KV::row0(warp), n0 = KV::col0(warp);
+  store_frags<T>(acc_dk, m0, n0, f.d, lane, [&](int r) {
+    return j0 + r < s.lk ? dk + (int64_t)(j0 + r) * p.dk_sl : nullptr;
+  });
+  store_frags<T>(acc_dv, m0, n0, f.dv, lane, [&](int r) {
+    return j0 + r < s.lk ? dv + (int64_t)(j0 + r) * p.dv_sl : nullptr;
+  });
+#endif
 }
 
-// dQ for 16 queries of one (batch, query head).  DT = head-dim bucket / 32.
-template <typename T, int DT>
-__global__ void __launch_bounds__(kBwdWarps * 32) bwd_dq_kernel(const BwdParams p) {
-  constexpr int QPW = kBwdQueriesPerWarp, kQueries = kBwdWarps * QPW;
+// The delta pass and the deterministic dQ: a CTA per (query tile, query head, batch entry /
+// sequence) with Q, dO and lse resident, walking the key blocks its queries can see.
+//   pass 1  delta = sum_j P_ij dP_ij - dlse (float32, from the recomputed S and dP tiles; fixed
+//           reduction order), into shared memory and p.delta.  In the default mode this
+//           kernel is the "delta kernel" (kWithDq = false) and also zeroes the tile's
+//           dq_accum rows.
+//   pass 2  (kWithDq, deterministic mode) the same key blocks again: dS, dQ += dS K in float32
+//           registers, dq written once.
+// Why not delta = dot(dout, out) - dlse (FlashAttention 2's preprocessing, one cheap SIMT pass):
+// out is stored rounded to fp16 / bf16, and delta inherits that rounding (a relative 2^-9 in
+// bf16) in every dS of the row: dq / dk were then up to 2-3x less accurate than the float32
+// math path, which computes the sum from P and dP as here (SPEC criterion: at most 2x).  The
+// price is the S and dP products once more (2 of the backward's 5 GEMMs).
+template <class Tr, bool kWithDq>
+__global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dq_kernel(const BwdParams p) {
+#if MA_BWD_DEVICE
+  using T = typename Tr::T;
+  constexpr int kBM = Tr::kBlockM, kBN = Tr::kBlockN, kD = Tr::kHeadDim, kS = Tr::kStages;
+  using KTile = RowTile<T, kBN, kD, Tr::kNThreads>;
+  using QTile = RowTile<T, kBM, kD, Tr::kNThreads>;
+  using DQ = WarpSlice<kBM, kD, Tr::kNWarps>;   // dQ: queries x columns
+  using SP = WarpSlice<kBM, kBN, Tr::kNWarps>;  // S, P, dP: queries x keys
   const FwdParams& f = p.f;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int nblk = (f.lq + kQueries - 1) / kQueries;
-  const int blk = (int)(blockIdx.x % (unsigned)nblk);
-  const int bh = (int)(blockIdx.x / (unsigned)nblk);
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sdO = sQ + kBM * kD;
+  T* sK = sdO + kBM * kD;       // [kS][kBN][kD]
+  T* sV = sK + kS * kBN * kD;   // [kS][kBN][kD]
+  T* sdS = sV + kS * kBN * kD;  // [2][kBM][kBN] (high, low parts)
+  constexpr uint32_t kLoBytes = kBM * kBN * sizeof(T);
+  float* slse = reinterpret_cast<float*>(sdS + 2 * kBM * kBN);  // [kBM]
+  float* sdelta = slse + kBM;                                    // [kBM]
+  float* spart = sdelta + kBM;                                   // [SP::kSlices][kBM]
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int m_blocks = ceil_div(f.lq, kBM);
+  const int m_block = (int)(blockIdx.x % (unsigned)m_blocks);
+  const int bh = (int)(blockIdx.x / (unsigned)m_blocks);
   const int b = bh / f.hq, h = bh % f.hq, hk = h / f.group;
-  const int i0 = blk * kQueries + warp * QPW;
-  if (i0 >= f.lq) return;
-  const int i_last = imin(i0 + QPW, f.lq) - 1;
+  const Seq s = seq_of(f, b);
+  TileAt at;
+  at.b = b, at.h = h, at.s = s, at.i0 = m_block * kBM, at.j0 = 0;
+  if (at.i0 >= s.lq) return;  // past this sequence's queries: uniform, before any barrier
+  const int i_last = imin(at.i0 + kBM, s.lq) - 1;
 
-  const int64_t row0 = ((int64_t)b * f.hq + h) * f.lq;
-  const T* qb = static_cast<const T*>(f.q) + b * f.q_sb + h * f.q_sh;
-  const T* gb = static_cast<const T*>(p.dout) + b * p.do_sb + h * p.do_sh;
-  float qv[QPW][DT], gv[QPW][DT], dq[QPW][DT], lse[QPW], delta[QPW];
-#pragma unroll
-  for (int qi = 0; qi < QPW; ++qi) {
-    const int i = i0 + qi;
-    const bool ok = i < f.lq;
-    load_row<T, DT>(qb + (int64_t)(ok ? i : 0) * f.q_sl, ok ? f.d : 0, lane, qv[qi]);
-    load_row<T, DT>(gb + (int64_t)(ok ? i : 0) * p.do_sl, ok ? f.dv : 0, lane, gv[qi]);
-    lse[qi] = ok ? f.lse[row0 + i] : -INFINITY;
-    delta[qi] = ok ? p.delta[row0 + i] : 0.f;
-#pragma unroll
-    for (int t = 0; t < DT; ++t) dq[qi][t] = 0.f;
+  // Key blocks that some query of this tile may see.
+  const Span ks = keys_seen(at.i0, i_last, s.lq, s.lk, f.window_left, f.window_right);
+  const int n_lo = ks.lo / kBN;
+  const int n_n = (s.lk > 0 && ks.hi >= ks.lo) ? ks.hi / kBN - n_lo + 1 : 0;
+  const int steps = (kWithDq ? 2 : 1) * n_n;  // pass 1, then pass 2 over the same blocks
+
+  load_kv_tile<QTile>(static_cast<const T*>(f.q) + b * f.q_sb + h * f.q_sh + s.q0 * f.q_sl, f.q_sl,
+                      at.i0, s.lq, f.d, sQ, tid);
+  load_kv_tile<QTile>(static_cast<const T*>(p.dout) + b * p.do_sb + h * p.do_sh + s.q0 * p.do_sl,
+                      p.do_sl, at.i0, s.lq, f.dv, sdO, tid);
+  for (int x = tid; x < kBM; x += Tr::kNThreads) {
+    const int i = at.i0 + x;
+    slse[x] = i < s.lq ? f.lse[lse_index(f, s, b, h, i)] : -INFINITY;
   }
+  if (!kWithDq && !p.deterministic && p.dq_accum != nullptr) {  // zero this tile's dq_accum rows
+    for (int x = tid; x < (i_last - at.i0 + 1) * f.d; x += Tr::kNThreads)
+      p.dq_accum[lse_index(f, s, b, h, at.i0 + x / f.d) * f.d + x % f.d] = 0.f;
+  }
+  cp_async_commit();
+  const T* kbase = static_cast<const T*>(f.k) + b * f.k_sb + hk * f.k_sh + s.k0 * f.k_sl;
+  const T* vbase = static_cast<const T*>(f.v) + b * f.v_sb + hk * f.v_sh + s.k0 * f.v_sl;
+  auto issue = [&](int t) {  // K, V of key block n_lo + t % n_n into buffer t % kS
+    const int slot = t % kS, n0 = (n_lo + t % n_n) * kBN;
+    load_kv_tile<KTile>(kbase, f.k_sl, n0, s.lk, f.d, sK + slot * kBN * kD, tid);
+    load_kv_tile<KTile>(vbase, f.v_sl, n0, s.lk, f.dv, sV + slot * kBN * kD, tid);
+  };
+  if (steps > 0) issue(0);
+  cp_async_commit();
 
-  int j_lo, j_hi;
-  bwd_key_range(f, i0, i_last, &j_lo, &j_hi);
-  const T* kb = static_cast<const T*>(f.k) + b * f.k_sb + hk * f.k_sh;
-  const T* vb = static_cast<const T*>(f.v) + b * f.v_sb + hk * f.v_sh;
-  for (int j = j_lo; j <= j_hi; ++j) {
-    float kr[DT], vr[DT];
-    load_row<T, DT>(kb + (int64_t)j * f.k_sl, f.d, lane, kr);
-    load_row<T, DT>(vb + (int64_t)j * f.v_sl, f.dv, lane, vr);
+  // delta = (sum of the warps' row sums, slice by slice in order) - dlse, in sdelta and p.delta.
+  float rowsum[SP::kMT][2] = {};
+  auto finish_delta = [&]() {
+    if (SP::active(warp)) {
 #pragma unroll
-    for (int qi = 0; qi < QPW; ++qi) {
-      float x = 0.f, dp = 0.f;
+      for (int mi = 0; mi < SP::kMT; ++mi)
 #pragma unroll
-      for (int t = 0; t < DT; ++t) {
-        x = fmaf(qv[qi][t], kr[t], x);
-        dp = fmaf(gv[qi][t], vr[t], dp);
+        for (int hr = 0; hr < 2; ++hr) {
+          const float sum = quad_sum(rowsum[mi][hr]);  // the row's 4 threads, fixed order
+          if (lane_tig(lane) == 0)
+            spart[(warp / SP::kRowTiles % SP::kSlices) * kBM + SP::row0(warp) + 16 * mi +
+                  lane_group(lane) + 8 * hr] = sum;
+        }
+    }
+    __syncthreads();
+    for (int x = tid; x < kBM; x += Tr::kNThreads) {
+      float sum = 0.f;
+      for (int sl = 0; sl < SP::kSlices; ++sl) sum += spart[sl * kBM + x];
+      const int i = at.i0 + x;
+      if (i < s.lq) {
+        const int64_t row = lse_index(f, s, b, h, i);
+        sdelta[x] = sum - (p.dlse ? p.dlse[row] : 0.f);
+        p.delta[row] = sdelta[x];
+      } else {
+        sdelta[x] = 0.f;
       }
-      x = warp_allsum(x);
-      dp = warp_allsum(dp);
-      const int i = i0 + qi;
-      if (lse[qi] == -INFINITY) continue;  // also covers i >= lq
-      bool keep;
-      float add, s, slope;
-      mask_at(f, b, h, i, j, &keep, &add);
-      if (!pair_score(f, x, i, j, keep, add, &s, &slope)) continue;
-      const float dx = pair_prob(s, lse[qi]) * (dp - delta[qi]) * slope;
-#pragma unroll
-      for (int t = 0; t < DT; ++t) dq[qi][t] = fmaf(dx, kr[t], dq[qi][t]);
+    }
+    __syncthreads();
+  };
+
+  float acc_dq[kWithDq ? DQ::kMT : 1][kWithDq ? DQ::kNT : 2][4];
+  zero_frags(acc_dq);
+  for (int t = 0; t < steps; ++t) {
+    const int slot = t % kS;
+    const uint32_t sKs = smem_u32(sK + slot * kBN * kD), sVs = smem_u32(sV + slot * kBN * kD);
+    at.j0 = (n_lo + t % n_n) * kBN;
+
+    // Tiles of step t have landed; every thread is done with step t - 1's tiles.
+    cp_async_wait<0>();
+    __syncthreads();
+    if constexpr (kS == 2) {
+      if (t + 1 < steps) issue(t + 1);
+      cp_async_commit();
+    }
+
+    if (t < n_n) {
+      // pass 1: S, P, dP -> sum_j P dP per row
+      p_dp_rowsums<Tr, kBM, kBN>(f, at, smem_u32(sQ), sKs, smem_u32(sdO), sVs, slse, rowsum, warp,
+                                 lane);
+    } else if constexpr (kWithDq) {
+      if (t == n_n) finish_delta();
+      // pass 2: S, P, dP, dS -> shared memory; dQ += dS K (float32 registers, fixed order)
+      p_ds_tiles<Tr, kBM, kBN, false>(f, at, smem_u32(sQ), sKs, smem_u32(sdO), sVs, slse, sdelta,
+                                      nullptr, sdS, warp, lane);
+      __syncthreads();
+      if (DQ::active(warp))
+        tile_ab<T, kBN / 8, Tr::kChunks, false, kBN / 16>(acc_dq, smem_u32(sdS), kLoBytes, sKs,
+                                                          DQ::row0(warp), DQ::col0(warp), lane);
+    }
+    if constexpr (kS == 1) {
+      __syncthreads();  // every thread is done with the single K / V buffer
+      if (t + 1 < steps) issue(t + 1);
+      cp_async_commit();
     }
   }
+  cp_async_wait<0>();
+  if (!kWithDq || n_n == 0) finish_delta();  // (with dQ and keys: done between the passes)
 
-  T* dqb = static_cast<T*>(p.dq) + b * p.dq_sb + h * p.dq_sh;
-#pragma unroll
-  for (int qi = 0; qi < QPW; ++qi)
-    if (i0 + qi < f.lq) store_row<T, DT>(dqb + (int64_t)(i0 + qi) * p.dq_sl, f.d, lane, dq[qi]);
+  if constexpr (kWithDq) {
+    if (!DQ::active(warp)) return;
+    T* dq = static_cast<T*>(p.dq) + b * p.dq_sb + h * p.dq_sh + s.q0 * p.dq_sl;
+    store_frags<T>(acc_dq, DQ::row0(warp), DQ::col0(warp), f.d, lane, [&](int r) {
+      return at.i0 + r < s.lq ? dq + (int64_t)(at.i0 + r) * p.dq_sl : nullptr;
+    });
+  }
+#endif
 }
 
 }  // namespace mlx_attn_cuda

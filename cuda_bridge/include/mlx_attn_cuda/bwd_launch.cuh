@@ -8,6 +8,7 @@
 #include <string>
 
 #include "bwd_kernel.cuh"
+#include "bwd_traits.h"
 #include "params.h"
 
 namespace mlx_attn_cuda {
@@ -26,22 +27,52 @@ inline unsigned bwd_grid(long long blocks_per_head, long long heads, const char*
   return (unsigned)n;
 }
 
-// Kernels run in stream order: delta, then dK/dV and dQ (both read delta; independent).
+// Dynamic shared memory above 48 KB must be opted into per kernel (cheap; done every launch,
+// since the run_bwd_* entry points do not know the device).
+template <class Kernel>
+void bwd_allow_smem(Kernel* kernel, size_t smem) {
+  if (smem > 48 * 1024)
+    throw_if_bwd_error(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+        "cudaFuncSetAttribute(max dynamic shared memory)");
+}
+
+// In stream order.  Default mode: the delta kernel (bwd_dq_kernel<false>; it zeroes dq_accum),
+// dK/dV with dQ atomics, the dq_accum -> dq conversion.  Deterministic mode: the dQ kernel
+// (delta, then dq), dK/dV without atomics.  Without a dq_accum buffer the deterministic path
+// runs (the caller asked for atomics but gave no workspace).  Grids are sized by the longest
+// sequence (varlen CTAs past their sequence exit at once).
 template <typename T, int kHeadDim>
 void launch_bwd(const BwdParams& p, cudaStream_t stream) {
-  constexpr int DT = kHeadDim / 32;
+  using DkdvTr = typename BwdTraitsFor<T, kHeadDim>::dkdv;
+  using DqTr = typename BwdTraitsFor<T, kHeadDim>::dq;
   const FwdParams& f = p.f;
-  const long long rows = (long long)f.b * f.hq * f.lq;
-  bwd_delta_kernel<T><<<bwd_grid((rows + 3) / 4, 1, "delta"), 128, 0, stream>>>(p);
-  throw_if_bwd_error(cudaGetLastError(), "backward delta kernel launch");
-  constexpr int kKeys = kBwdWarps * kBwdKeysPerWarp;
-  bwd_dkdv_kernel<T, DT><<<bwd_grid((f.lk + kKeys - 1) / kKeys, (long long)f.b * f.hkv, "dK/dV"),
-                           kBwdWarps * 32, 0, stream>>>(p);
+  const bool atomics = !p.deterministic && p.dq_accum != nullptr;
+  const unsigned q_ctas = bwd_grid(ceil_div(f.lq, DqTr::kBlockM), (long long)f.b * f.hq, "dQ");
+  const unsigned k_ctas = bwd_grid(ceil_div(f.lk, DkdvTr::kBlockN), (long long)f.b * f.hkv,
+                                   "dK/dV");
+  if (atomics) {
+    auto delta = &bwd_dq_kernel<DqTr, false>;
+    bwd_allow_smem(delta, DqTr::kDqSmemBytes);
+    delta<<<q_ctas, DqTr::kNThreads, DqTr::kDqSmemBytes, stream>>>(p);
+    throw_if_bwd_error(cudaGetLastError(), "backward delta kernel launch");
+  } else {
+    auto dq = &bwd_dq_kernel<DqTr, true>;
+    bwd_allow_smem(dq, DqTr::kDqSmemBytes);
+    dq<<<q_ctas, DqTr::kNThreads, DqTr::kDqSmemBytes, stream>>>(p);
+    throw_if_bwd_error(cudaGetLastError(), "backward dQ kernel launch");
+  }
+
+  auto dkdv = &bwd_dkdv_kernel<DkdvTr>;
+  bwd_allow_smem(dkdv, DkdvTr::kDkdvSmemBytes);
+  dkdv<<<k_ctas, DkdvTr::kNThreads, DkdvTr::kDkdvSmemBytes, stream>>>(p);
   throw_if_bwd_error(cudaGetLastError(), "backward dK/dV kernel launch");
-  constexpr int kQueries = kBwdWarps * kBwdQueriesPerWarp;
-  bwd_dq_kernel<T, DT><<<bwd_grid((f.lq + kQueries - 1) / kQueries, (long long)f.b * f.hq, "dQ"),
-                         kBwdWarps * 32, 0, stream>>>(p);
-  throw_if_bwd_error(cudaGetLastError(), "backward dQ kernel launch");
+
+  if (atomics) {
+    const long long rows = bwd_rows(f);
+    bwd_dq_convert_kernel<T><<<bwd_grid((rows + 3) / 4, 1, "dq conversion"), 128, 0, stream>>>(p);
+    throw_if_bwd_error(cudaGetLastError(), "backward dq_accum conversion launch");
+  }
 }
 
 }  // namespace mlx_attn_cuda

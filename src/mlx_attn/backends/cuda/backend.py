@@ -4,10 +4,10 @@ The kernels (cuda_bridge/) take fp16/bf16, head dims that are multiples of 8 up 
 by the buckets 32/64/96/128/192/256, zero-padded inside the kernel), GQA/MQA, Dv != D, causal
 (bottom-right), window, softcap, bool/additive masks and lse, on compute capability 8.0 or
 newer.  They are reached through the torch custom ops `torch.ops.mlx_attn.fwd` / `.bwd`
-(ops.py), so gradients flow through torch.autograd (backward kernels, no atomics:
-deterministic).  varlen forward is one fused launch for all sequences (the kernels read
-cu_seqlens; varlen_ops.py, docs/cuda.md); its backward runs one dense backward launch per
-sequence until the backward kernels read cu_seqlens too (`_cuda.varlen_backward_fused`).
+(ops.py), so gradients flow through torch.autograd (tensor-core backward kernels: dQ by float32
+atomics, or without atomics and bit-reproducible under torch.use_deterministic_algorithms).
+varlen is one fused launch for all sequences, forward and backward (the kernels read
+cu_seqlens; varlen_ops.py, docs/cuda.md).
 """
 from __future__ import annotations
 

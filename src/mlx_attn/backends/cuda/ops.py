@@ -22,9 +22,9 @@ the math backend, a reference implementation that keeps the op usable (and testa
 is the backward, wired to fwd with `register_autograd` (so torch.autograd and torch.compile
 both differentiate fwd; the mask gets no gradient, lse does).  On CUDA it runs our backward
 kernels with `deterministic` (torch's deterministic-algorithms mode when called by autograd):
-True asks for no float atomics; otherwise dQ may be accumulated with atomics in a float32
-`dq_accum` workspace, allocated here ([B * Hq * Lq, D]; today's kernels use no atomics and
-ignore it).  Elsewhere it evaluates the kernels' formulas in float32 torch (a stand-in so that
+True runs dQ as a pass of its own without float atomics (the same bits on every run);
+otherwise dQ is accumulated with float32 atomics in a `dq_accum` workspace allocated here
+([B * Hq * Lq, D]).  Elsewhere it evaluates the kernels' formulas in float32 torch (a stand-in so that
 the ops can be opchecked and traced without a GPU).
 
 The fused varlen ops (`mlx_attn::fwd_varlen` / `bwd_varlen`) are in varlen_ops.py.

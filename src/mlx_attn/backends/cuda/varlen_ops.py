@@ -14,9 +14,8 @@ the sequences with the dense op's reference code, so the ops are opchecked and t
                max_seqlen_k, scale, causal, window_left, window_right, softcap, deterministic)
         -> (dq, dk, dv)
 
-is wired to fwd_varlen with `register_autograd`.  On the kernels it runs the fused backward when
-the build's backward kernels read cu_seqlens (`_cuda.varlen_backward_fused`); until then (the
-SIMT backward) one dense backward per sequence, on views of the packed tensors.
+is wired to fwd_varlen with `register_autograd`.  On the kernels it is one fused backward for all
+sequences too; elsewhere the stand-in loops over the sequences with the reference formulas.
 """
 from __future__ import annotations
 
@@ -55,11 +54,10 @@ def bwd_varlen(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: 
                window_left: int, window_right: int, softcap: float,
                deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:
     scalars = (scale, causal, window_left, window_right, softcap)
-    if ops._on_kernels(q) and _fused_backward():
+    if ops._on_kernels(q):
         return _bwd_fused(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k,
                           max_seqlen_q, max_seqlen_k, *scalars, deterministic)
-    return _bwd_per_sequence(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *scalars,
-                             deterministic)
+    return _bwd_per_sequence(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *scalars)
 
 
 @bwd_varlen.register_fake
@@ -90,11 +88,6 @@ fwd_varlen.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---- the kernels -----------------------------------------------------------------------------
-def _fused_backward() -> bool:
-    ext = ops.extension()
-    return bool(getattr(ext, "varlen_backward_fused", False))
-
-
 def _fwd_kernels(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap):
     ext = ops.require_extension()
     total_q, Hq, D = q.shape
@@ -140,7 +133,7 @@ def _bwd_fused(dout, q, k, v, out, lse, dlse, cu_q, cu_k, max_q, max_k, scale, c
     return dq, dk, dv
 
 
-# ---- one sequence at a time: the stand-in, and the backward until it is fused ---------------
+# ---- one sequence at a time: the stand-in off the kernels (reference formulas) --------------
 def _spans(cu_q: Tensor, cu_k: Tensor):
     """(q0, q1, k0, k1) of every sequence with query rows (host copies of cu_seqlens)."""
     cq, ck = cu_q.tolist(), cu_k.tolist()
@@ -167,10 +160,9 @@ def _fwd_per_sequence(q, k, v, cu_q, cu_k, scale, causal, left, right, softcap):
 
 
 def _bwd_per_sequence(dout, q, k, v, out, lse, dlse, cu_q, cu_k, scale, causal, left, right,
-                      softcap, deterministic):
-    """Dense backward per sequence: the kernels' (ops._bwd_cuda) on kernel tensors, else the
-    reference formulas.  Keys of sequences without queries get zero gradients."""
-    on_kernels = ops._on_kernels(q)
+                      softcap):
+    """The reference formulas per sequence.  Keys of sequences without queries get zero
+    gradients."""
     dq, dk, dv = (torch.zeros_like(x, memory_format=torch.contiguous_format) for x in (q, k, v))
     for q0, q1, k0, k1 in _spans(cu_q, cu_k):
         if k1 == k0:
@@ -178,11 +170,7 @@ def _bwd_per_sequence(dout, q, k, v, out, lse, dlse, cu_q, cu_k, scale, causal, 
         qs, ks, vs = _bhld(q[q0:q1]), _bhld(k[k0:k1]), _bhld(v[k0:k1])
         gs = _bhld(dout[q0:q1])
         dls = None if dlse is None else dlse[:, q0:q1][None]
-        if on_kernels:
-            g = ops._bwd_cuda(gs, qs, ks, vs, _bhld(out[q0:q1]), lse[:, q0:q1][None], dls, None,
-                              scale, causal, left, right, softcap, deterministic)
-        else:
-            g = ops._bwd_reference(gs, qs, ks, vs, dls, None, scale, causal, left, right, softcap)
+        g = ops._bwd_reference(gs, qs, ks, vs, dls, None, scale, causal, left, right, softcap)
         for dst, src, a, b in ((dq, g[0], q0, q1), (dk, g[1], k0, k1), (dv, g[2], k0, k1)):
             dst[a:b] = src[0].transpose(0, 1)
     return dq, dk, dv
