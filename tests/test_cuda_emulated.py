@@ -148,7 +148,7 @@ def test_explain_says_varlen_is_fused(emulated):
     text = mlx_attn.explain(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=mq,
                             max_seqlen_k=mk, causal=True)
     line = next(x for x in text.splitlines() if x.strip().startswith("cuda"))
-    assert "chosen" in line and "fused forward, one launch for all sequences" in line
+    assert "chosen" in line and "fused, one launch for all sequences (forward and backward)" in line
 
 
 def test_varlen_is_one_launch_and_matches_the_reference(emulated, monkeypatch):

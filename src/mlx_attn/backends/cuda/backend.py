@@ -39,10 +39,7 @@ class CudaBackend(Backend):
     def call_note(self, call: AttentionCall) -> str:
         notes = [self.note()]
         if call.varlen:
-            from .varlen_ops import _fused_backward
-
-            notes.append("varlen: fused forward, one launch for all sequences; backward "
-                         + ("fused" if _fused_backward() else "one launch per sequence"))
+            notes.append("varlen: fused, one launch for all sequences (forward and backward)")
         return "; ".join(n for n in notes if n)
 
     # -- machine ---------------------------------------------------------------------------------
