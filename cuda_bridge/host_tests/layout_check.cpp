@@ -27,23 +27,12 @@
 #include "mlx_attn_cuda/blocks.h"
 #include "mlx_attn_cuda/layout.h"
 #include "mlx_attn_cuda/params.h"
+#include "check.h"
 #include "mlx_attn_cuda/traits.h"
 
 using namespace mlx_attn_cuda;
 using namespace mlx_attn_common;  // MASK_NONE / MASK_BOOL / MASK_ADD, shared with the kernels
 
-static long g_checks = 0, g_fail = 0;
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    ++g_checks;                                            \
-    if (!(cond)) {                                         \
-      if (++g_fail <= 20) {                                \
-        std::printf("FAIL %s:%d: ", __FILE__, __LINE__);   \
-        std::printf(__VA_ARGS__);                          \
-        std::printf("\n");                                 \
-      }                                                    \
-    }                                                      \
-  } while (0)
 
 // ---- 1-3: swizzle, split offsets, bank conflicts ---------------------------------------------
 template <int kChunks>
@@ -485,10 +474,5 @@ int main() {
   check_traits<192, kDecode>();
   check_traits<256, kDecode>();
   check_plan();
-  if (g_fail) {
-    std::printf("FAILED %ld of %ld checks\n", g_fail, g_checks);
-    return 1;
-  }
-  std::printf("OK %ld checks\n", g_checks);
-  return 0;
+  return check_summary();
 }

@@ -22,22 +22,11 @@
 
 #include "mlx_attn_cuda/blocks.h"
 #include "mlx_attn_cuda/params.h"
+#include "check.h"
 
 using namespace mlx_attn_cuda;
 using mlx_attn_common::window_side;
 
-static long g_checks = 0, g_fail = 0;
-#define CHECK(cond, ...)                                 \
-  do {                                                   \
-    ++g_checks;                                          \
-    if (!(cond)) {                                       \
-      if (++g_fail <= 20) {                              \
-        std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-        std::printf(__VA_ARGS__);                        \
-        std::printf("\n");                               \
-      }                                                  \
-    }                                                    \
-  } while (0)
 
 using i64 = long long;
 constexpr int kMax = INT_MAX;
@@ -294,10 +283,5 @@ int main() {
   check_huge();
   check_blocks_huge();
   check_combine_nan();
-  if (g_fail) {
-    std::printf("FAILED %ld of %ld checks\n", g_fail, g_checks);
-    return 1;
-  }
-  std::printf("OK %ld checks\n", g_checks);
-  return 0;
+  return check_summary();
 }

@@ -40,13 +40,7 @@ Checked check_fwd_args(const Array& q, const Array& k, const Array& v, const Arr
   if (lse_accum)
     check_device(*lse_accum, "lse_accum", allow_cpu, &c.device_type, &c.device_id, "q");
 
-  if (!is_half_like(q))
-    type_error("q must be float16 or bfloat16, got " + dtype_name(q));
-  for (auto [a, name] : {std::pair<const Array*, const char*>{&k, "k"}, {&v, "v"}, {&out, "out"}})
-    if (a->dtype() != q.dtype())
-      type_error(std::string(name) + " has dtype " + dtype_name(*a) + " but q has " +
-                 dtype_name(q) + "; they must match");
-  c.dtype = q.dtype().code == kCodeBfloat ? kBFloat16 : kFloat16;
+  c.dtype = check_half_dtypes(q, k, v, out);
 
   check_operand(q, "q");
   check_operand(k, "k");
@@ -57,22 +51,14 @@ Checked check_fwd_args(const Array& q, const Array& k, const Array& v, const Arr
   if (k.shape(0) != B || v.shape(0) != B)
     value_error("batch sizes differ: q " + shape_str(q) + ", k " + shape_str(k) + ", v " +
                 shape_str(v));
-  if (k.shape(3) != D) value_error("k head dim " + std::to_string(k.shape(3)) + " != q's " +
-                                   std::to_string(D));
   if (v.shape(1) != Hkv || v.shape(2) != Lk)
     value_error("v " + shape_str(v) + " must match k " + shape_str(k) + " in heads and keys");
-  if (Hkv == 0 || Hq % Hkv != 0)
-    value_error("q has " + std::to_string(Hq) + " heads, not a multiple of k's " +
-                std::to_string(Hkv));
+  check_heads_and_dims(Hq, Hkv, D, k.shape(3), Dv);
   if (out.shape(0) != B || out.shape(1) != Hq || out.shape(2) != Lq || out.shape(3) != Dv)
     value_error("out must have shape (" + std::to_string(B) + ", " + std::to_string(Hq) + ", " +
                 std::to_string(Lq) + ", " + std::to_string(Dv) + "), got " + shape_str(out));
   if (B == 0 || Hq == 0 || Lq == 0 || Lk == 0)
     value_error("empty problem (B, Hq, Lq or Lk is 0): the Python side handles it");
-  for (auto [dim, name] : {std::pair<size_t, const char*>{D, "D"}, {Dv, "Dv"}})
-    if (dim % 8 != 0 || dim > 256 || dim == 0)
-      value_error(std::string("head dim ") + name + "=" + std::to_string(dim) +
-                  " not supported: must be a multiple of 8 in [8, 256]");
   const size_t group = Hq / Hkv;
   if (Lq * group > 0x7fffffffULL || Lk > 0x7fffffffULL || B * Hq > 0x7fffffffULL)
     value_error("problem too large for 32-bit row indices (Lq * Hq/Hkv, Lk and B * Hq must be "

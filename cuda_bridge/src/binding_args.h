@@ -128,6 +128,29 @@ inline void check_f32_contiguous(const Array& a, const char* name, const std::ve
     value_error(std::string(name) + " data pointer must be 16-byte aligned");
 }
 
+// q is fp16/bf16 and k, v, out share its dtype; returns the kernels' dtype code.
+inline int check_half_dtypes(const Array& q, const Array& k, const Array& v, const Array& out) {
+  if (!is_half_like(q)) type_error("q must be float16 or bfloat16, got " + dtype_name(q));
+  for (auto [a, name] : {std::pair<const Array*, const char*>{&k, "k"}, {&v, "v"}, {&out, "out"}})
+    if (a->dtype() != q.dtype())
+      type_error(std::string(name) + " has dtype " + dtype_name(*a) + " but q has " +
+                 dtype_name(q) + "; they must match");
+  return q.dtype().code == kCodeBfloat ? kBFloat16 : kFloat16;
+}
+
+// Head counts and head dims the kernels take: k's head dim is q's, Hq a multiple of Hkv, D and
+// Dv multiples of 8 in [8, 256] (the buckets zero-pad up to 32/64/96/128/192/256).
+inline void check_heads_and_dims(size_t Hq, size_t Hkv, size_t D, size_t Dk, size_t Dv) {
+  if (Dk != D) value_error("k head dim " + std::to_string(Dk) + " != q's " + std::to_string(D));
+  if (Hkv == 0 || Hq % Hkv != 0)
+    value_error("q has " + std::to_string(Hq) + " heads, not a multiple of k's " +
+                std::to_string(Hkv));
+  for (auto [dim, name] : {std::pair<size_t, const char*>{D, "D"}, {Dv, "Dv"}})
+    if (dim % 8 != 0 || dim > 256 || dim == 0)
+      value_error(std::string("head dim ") + name + "=" + std::to_string(dim) +
+                  " not supported: must be a multiple of 8 in [8, 256]");
+}
+
 struct Checked {
   FwdParams p;
   int dtype = kFloat16;

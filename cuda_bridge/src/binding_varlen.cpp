@@ -65,12 +65,7 @@ Checked check_fwd_varlen_args(const Array& q, const Array& k, const Array& v, co
                          {&out, "out"}, {&lse, "lse"}, {&cu_q, "cu_seqlens_q"},
                          {&cu_k, "cu_seqlens_k"}})
     check_device(*a, name, allow_cpu, &c.device_type, &c.device_id, "q");
-  if (!is_half_like(q)) type_error("q must be float16 or bfloat16, got " + dtype_name(q));
-  for (auto [a, name] : {std::pair<const Array*, const char*>{&k, "k"}, {&v, "v"}, {&out, "out"}})
-    if (a->dtype() != q.dtype())
-      type_error(std::string(name) + " has dtype " + dtype_name(*a) + " but q has " +
-                 dtype_name(q) + "; they must match");
-  c.dtype = q.dtype().code == kCodeBfloat ? kBFloat16 : kFloat16;
+  c.dtype = check_half_dtypes(q, k, v, out);
   check_packed(q, "q");
   check_packed(k, "k");
   check_packed(v, "v");
@@ -82,22 +77,14 @@ Checked check_fwd_varlen_args(const Array& q, const Array& k, const Array& v, co
                 "has " + std::to_string(cu_q.shape(0)) + "; they must describe the same sequences");
   const size_t Tq = q.shape(0), Hq = q.shape(1), D = q.shape(2);
   const size_t Tk = k.shape(0), Hkv = k.shape(1), Dv = v.shape(2);
-  if (k.shape(2) != D)
-    value_error("k head dim " + std::to_string(k.shape(2)) + " != q's " + std::to_string(D));
   if (v.shape(0) != Tk || v.shape(1) != Hkv)
     value_error("v " + shape_str(v) + " must match k " + shape_str(k) + " in rows and heads");
-  if (Hkv == 0 || Hq % Hkv != 0)
-    value_error("q has " + std::to_string(Hq) + " heads, not a multiple of k's " +
-                std::to_string(Hkv));
+  check_heads_and_dims(Hq, Hkv, D, k.shape(2), Dv);
   if (out.shape(0) != Tq || out.shape(1) != Hq || out.shape(2) != Dv)
     value_error("out must have shape (" + std::to_string(Tq) + ", " + std::to_string(Hq) + ", " +
                 std::to_string(Dv) + "), got " + shape_str(out));
   if (Tq == 0 || Tk == 0 || Hq == 0)
     value_error("empty problem (total_q, total_k or Hq is 0): the Python side handles it");
-  for (auto [dim, name] : {std::pair<size_t, const char*>{D, "D"}, {Dv, "Dv"}})
-    if (dim % 8 != 0 || dim > 256 || dim == 0)
-      value_error(std::string("head dim ") + name + "=" + std::to_string(dim) +
-                  " not supported: must be a multiple of 8 in [8, 256]");
   // The grid is sized by the maxima; a sequence longer than its max would be cut silently, so
   // the Python side checks them against the lengths.  Here: the bounds the kernels rely on.
   if (max_q < 1 || (size_t)max_q > Tq)
