@@ -128,23 +128,7 @@ Checked check_bwd_args(BwdParams& bp, const Array& dout, const Array& q, const A
                        const Array& delta, const Array& dq, const Array& dk, const Array& dv,
                        const std::optional<Array>& dq_accum, bool deterministic, bool allow_cpu) {
   Checked c = check_fwd_args(q, k, v, out, lse, mask, std::nullopt, std::nullopt, 1, allow_cpu);
-  for (auto [a, name] : {std::pair<const Array*, const char*>{&dout, "dout"}, {&delta, "delta"},
-                         {&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}})
-    check_device(*a, name, allow_cpu, &c.device_type, &c.device_id, "q");
-  if (dlse) check_device(*dlse, "dlse", allow_cpu, &c.device_type, &c.device_id, "q");
-  for (auto [a, name] : {std::pair<const Array*, const char*>{&dout, "dout"}, {&dq, "dq"},
-                         {&dk, "dk"}, {&dv, "dv"}})
-    if (a->dtype() != q.dtype())
-      type_error(std::string(name) + " has dtype " + dtype_name(*a) + " but q has " +
-                 dtype_name(q) + "; they must match");
-  check_operand(dout, "dout");
-  check_operand(dq, "dq");
-  check_operand(dk, "dk");
-  check_operand(dv, "dv");
-  check_same_shape(dout, out, "dout", "out");
-  check_same_shape(dq, q, "dq", "q");
-  check_same_shape(dk, k, "dk", "k");
-  check_same_shape(dv, v, "dv", "v");
+  check_grad_tensors(c, q, k, v, out, dout, delta, dlse, dq, dk, dv, allow_cpu, check_operand);
   const FwdParams& f = c.p;
   const std::vector<size_t> rows = {(size_t)f.b, (size_t)f.hq, (size_t)f.lq};
   check_f32_contiguous(delta, "delta", rows);

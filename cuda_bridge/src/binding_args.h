@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "mlx_attn_cuda/api.h"
@@ -181,6 +182,29 @@ inline void check_same_shape(const Array& a, const Array& like, const char* name
   if (!ok)
     value_error(std::string(name) + " must have the shape of " + like_name + " " +
                 shape_str(like) + ", got " + shape_str(a));
+}
+
+// The backward's gradient tensors, on the device of the forward's inputs: dout like out and
+// dq/dk/dv like q/k/v in dtype and shape, each accepted by `operand` (the dense or packed
+// layout check); delta and dlse are checked by the caller (their shape differs by layout).
+inline void check_grad_tensors(Checked& c, const Array& q, const Array& k, const Array& v,
+                               const Array& out, const Array& dout, const Array& delta,
+                               const std::optional<Array>& dlse, const Array& dq,
+                               const Array& dk, const Array& dv, bool allow_cpu,
+                               void (*operand)(const Array&, const char*)) {
+  for (auto [a, name] : {std::pair<const Array*, const char*>{&dout, "dout"}, {&delta, "delta"},
+                         {&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}})
+    check_device(*a, name, allow_cpu, &c.device_type, &c.device_id, "q");
+  if (dlse) check_device(*dlse, "dlse", allow_cpu, &c.device_type, &c.device_id, "q");
+  for (auto [a, like, name, like_name] :
+       {std::tuple<const Array*, const Array*, const char*, const char*>{&dout, &out, "dout", "out"},
+        {&dq, &q, "dq", "q"}, {&dk, &k, "dk", "k"}, {&dv, &v, "dv", "v"}}) {
+    if (a->dtype() != q.dtype())
+      type_error(std::string(name) + " has dtype " + dtype_name(*a) + " but q has " +
+                 dtype_name(q) + "; they must match");
+    operand(*a, name);
+    check_same_shape(*a, *like, name, like_name);
+  }
 }
 
 // The launch parameters of a checked call, for the check_*_args entry points (tests).

@@ -125,22 +125,7 @@ Checked check_bwd_varlen_args(BwdParams& bp, const Array& dout, const Array& q, 
                               const Array& dv, const std::optional<Array>& dq_accum,
                               bool deterministic, bool allow_cpu) {
   Checked c = check_fwd_varlen_args(q, k, v, out, lse, cu_q, cu_k, max_q, max_k, allow_cpu);
-  for (auto [a, name] : {std::pair<const Array*, const char*>{&dout, "dout"}, {&delta, "delta"},
-                         {&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}})
-    check_device(*a, name, allow_cpu, &c.device_type, &c.device_id, "q");
-  if (dlse) check_device(*dlse, "dlse", allow_cpu, &c.device_type, &c.device_id, "q");
-  for (auto [a, name] : {std::pair<const Array*, const char*>{&dout, "dout"}, {&dq, "dq"},
-                         {&dk, "dk"}, {&dv, "dv"}})
-    if (a->dtype() != q.dtype())
-      type_error(std::string(name) + " has dtype " + dtype_name(*a) + " but q has " +
-                 dtype_name(q) + "; they must match");
-  for (auto [a, name] : {std::pair<const Array*, const char*>{&dout, "dout"}, {&dq, "dq"},
-                         {&dk, "dk"}, {&dv, "dv"}})
-    check_packed(*a, name);
-  check_same_shape(dout, out, "dout", "out");
-  check_same_shape(dq, q, "dq", "q");
-  check_same_shape(dk, k, "dk", "k");
-  check_same_shape(dv, v, "dv", "v");
+  check_grad_tensors(c, q, k, v, out, dout, delta, dlse, dq, dk, dv, allow_cpu, check_packed);
   const FwdParams& f = c.p;
   const std::vector<size_t> rows = {(size_t)f.hq, (size_t)f.total_q};
   check_f32_contiguous(delta, "delta", rows);
