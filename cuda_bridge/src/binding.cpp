@@ -276,8 +276,7 @@ NB_MODULE(_cuda, m) {
         Checked c = check_fwd_args(q, k, v, out, lse, mask, o_accum, lse_accum, num_splits,
                                    false);
         set_scalars(c.p, scale, causal, window_left, window_right, softcap);
-        if (config != kPrefill && config != kDecode)
-          value_error("config must be 0 (prefill) or 1 (decode), got " + std::to_string(config));
+        check_config(config);
         if (config == kPrefill && num_splits != 1)
           value_error("the prefill configuration takes num_splits == 1");
         require_sm80(c.device_id);

@@ -89,21 +89,27 @@ inline void check_device(const Array& a, const char* name, bool allow_cpu, int* 
   }
 }
 
-// q/k/v/out: rank 4, contiguous last dim, other strides multiples of 8 elements (16 bytes, the
-// cp.async granule), base pointer 16-byte aligned.
-inline void check_operand(const Array& a, const char* name) {
-  if (a.ndim() != 4)
-    value_error(std::string(name) + " must have rank 4 [B, H, L, D] (bhld order), got shape " +
-                shape_str(a));
-  if (a.shape(3) > 1 && a.stride(3) != 1)
+// An operand the kernels read or write with cp.async / 16-byte stores: rank `rank` (`layout`
+// names its dims in errors), contiguous last dim, the other strides multiples of 8 elements
+// (16 bytes), base pointer 16-byte aligned.
+inline void check_strided(const Array& a, const char* name, size_t rank, const char* layout) {
+  if (a.ndim() != rank)
+    value_error(std::string(name) + " must have rank " + std::to_string(rank) + " " + layout +
+                ", got shape " + shape_str(a));
+  if (a.shape(rank - 1) > 1 && a.stride(rank - 1) != 1)
     value_error(std::string(name) + " must have a contiguous last dim (stride 1), got strides " +
                 strides_str(a));
-  for (size_t i = 0; i < 3; ++i)
+  for (size_t i = 0; i + 1 < rank; ++i)
     if (stride_or_0(a, i) % 8 != 0)
       value_error(std::string(name) + " strides " + strides_str(a) +
                   " must be multiples of 8 elements (16 bytes) outside the last dim");
   if (reinterpret_cast<uintptr_t>(a.data()) % 16 != 0)
     value_error(std::string(name) + " data pointer must be 16-byte aligned");
+}
+
+// A dense operand (q/k/v/out, dout/dq/dk/dv) in the bhld index order.
+inline void check_operand(const Array& a, const char* name) {
+  check_strided(a, name, 4, "[B, H, L, D] (bhld order)");
 }
 
 inline void check_f32_contiguous(const Array& a, const char* name, const std::vector<size_t>& shape) {
@@ -208,6 +214,12 @@ inline void check_grad_tensors(Checked& c, const Array& q, const Array& k, const
 }
 
 // The launch parameters of a checked call, for the check_*_args entry points (tests).
+// The kernels' tile configuration: 0 (prefill) or 1 (decode).
+inline void check_config(int config) {
+  if (config != kPrefill && config != kDecode)
+    value_error("config must be 0 (prefill) or 1 (decode), got " + std::to_string(config));
+}
+
 inline nb::dict params_dict(const Checked& c) {
   const FwdParams& p = c.p;
   nb::dict d;

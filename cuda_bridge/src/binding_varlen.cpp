@@ -22,21 +22,9 @@ namespace {
 
 constexpr int64_t kMaxI32 = 0x7fffffffLL;
 
-// q/k/v/out (and dout/dq/dk/dv): rank 3 [total, H, D], contiguous last dim, other strides
-// multiples of 8 elements, 16-byte aligned base (the cp.async and 16-byte store granule).
+// A packed varlen operand (q/k/v/out, dout/dq/dk/dv): [total, H, D].
 void check_packed(const Array& a, const char* name) {
-  if (a.ndim() != 3)
-    value_error(std::string(name) + " must have rank 3 [total, H, D] (packed varlen), got shape " +
-                shape_str(a));
-  if (a.shape(2) > 1 && a.stride(2) != 1)
-    value_error(std::string(name) + " must have a contiguous last dim (stride 1), got strides " +
-                strides_str(a));
-  for (size_t i = 0; i < 2; ++i)
-    if (stride_or_0(a, i) % 8 != 0)
-      value_error(std::string(name) + " strides " + strides_str(a) +
-                  " must be multiples of 8 elements (16 bytes) outside the last dim");
-  if (reinterpret_cast<uintptr_t>(a.data()) % 16 != 0)
-    value_error(std::string(name) + " data pointer must be 16-byte aligned");
+  check_strided(a, name, 3, "[total, H, D] (packed varlen)");
 }
 
 // cu_seqlens: int32, 1-D, n + 1 entries (n >= 1), contiguous (the kernels index it directly).
@@ -185,8 +173,7 @@ void register_varlen(nb::module_& m) {
         Checked c = check_fwd_varlen_args(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
                                           max_seqlen_q, max_seqlen_k, false);
         set_scalars(c.p, scale, causal, window_left, window_right, softcap);
-        if (config != kPrefill && config != kDecode)
-          value_error("config must be 0 (prefill) or 1 (decode), got " + std::to_string(config));
+        check_config(config);
         require_sm80(c.device_id);
         nb::gil_scoped_release release;
         run_fwd(c.p, c.dtype, config, c.device_id, stream);

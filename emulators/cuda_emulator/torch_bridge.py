@@ -12,7 +12,6 @@ planner's choice as they do for the real bridge.
 """
 from __future__ import annotations
 
-import inspect
 import os
 
 import numpy as np
@@ -114,21 +113,13 @@ def fwd(q, k, v, out, lse, mask, o_accum, lse_accum, num_splits, scale, causal, 
     _into(lse, l)
 
 
-def _deterministic_kw(deterministic) -> dict:
-    """`deterministic` for attention.backward when it takes the keyword (the tensor-core
-    backward's emulator front end does; the SIMT one's has no such mode and uses no atomics)."""
-    if "deterministic" in inspect.signature(attention.backward).parameters:
-        return {"deterministic": bool(deterministic)}
-    return {}
-
-
 def bwd(dout, q, k, v, out, lse, dlse, mask, delta, dq, dk, dv, dq_accum, deterministic, scale,
         causal, window_left, window_right, softcap, stream):
     """Backward into dq, dk, dv (delta and dq_accum are the emulator's own workspace)."""
     grads = attention.backward(_numpy(q), _numpy(k), _numpy(v), _numpy(out), _numpy(lse),
                                _numpy(dout), dlse=_numpy(dlse),
                                **_common(q, mask, scale, causal, window_left, window_right, softcap),
-                               **_deterministic_kw(deterministic))
+                               deterministic=bool(deterministic))
     for dst, src in zip((dq, dk, dv), grads):
         _into(dst, src)
 
