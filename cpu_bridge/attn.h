@@ -71,7 +71,8 @@ void backward(const Problem& p);
 // the hardware threads). A malformed MLX_ATTN_THREADS throws std::invalid_argument.
 int num_threads();
 void set_num_threads(int n);
-// "avx512bf16" (AVX-512 + AVX512-BF16 dot products for bf16), "avx512", "avx2", "neonbf16" (NEON +
+// "avx512amx" (avx512bf16 plus AMX tiles for the bf16 forward), "avx512bf16" (AVX-512 +
+// AVX512-BF16 dot products for bf16), "avx512", "avx2", "neonbf16" (NEON +
 // BF16 dot products for bf16 forward scores), "neon" (AArch64) or "generic"
 // (env MLX_ATTN_CPU_ISA can force a lower one).
 const char* isa_name();

@@ -24,12 +24,30 @@
 #elif defined(__aarch64__) && defined(__APPLE__)
 #include <sys/sysctl.h>
 #endif
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace mlx_attn_cpu {
 namespace {
 
 std::atomic<int> g_threads{0};
 std::atomic<const IsaKernels*> g_isa{nullptr};
+
+// Linux hands out the AMX tile state (8 KB per thread) only on request, once per process; a tile
+// instruction without it is SIGILL. Other systems: no AMX path.
+bool amx_permitted() {
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__linux__)
+  static const bool ok = [] {
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;  // asm/prctl.h values
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
 
 bool cpu_has(const char* what) {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -40,6 +58,9 @@ bool cpu_has(const char* what) {
            __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   if (!std::strcmp(what, "avx512bf16"))
     return cpu_has("avx512") && __builtin_cpu_supports("avx512bf16");
+  if (!std::strcmp(what, "avx512amx"))
+    return cpu_has("avx512bf16") && __builtin_cpu_supports("amx-tile") &&
+           __builtin_cpu_supports("amx-bf16") && amx_permitted();
   if (!std::strcmp(what, "avx2"))
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("f16c");
@@ -65,6 +86,7 @@ bool cpu_has(const char* what) {
 const IsaKernels* isa_by_name(const std::string& name) {
 #if defined(__x86_64__) || defined(_M_X64)
   if (name == "avx512bf16" && cpu_has("avx512bf16")) return &kernels_avx512bf16();
+  if (name == "avx512amx" && cpu_has("avx512amx")) return &kernels_avx512amx();
   if (name == "avx512" && cpu_has("avx512")) return &kernels_avx512();
   if (name == "avx2" && cpu_has("avx2")) return &kernels_avx2();
 #endif
@@ -77,7 +99,7 @@ const IsaKernels* isa_by_name(const std::string& name) {
 }
 
 const IsaKernels* best_isa() {
-  for (const char* n : {"avx512bf16", "avx512", "avx2", "neonbf16", "neon", "generic"})
+  for (const char* n : {"avx512amx", "avx512bf16", "avx512", "avx2", "neonbf16", "neon", "generic"})
     if (auto* k = isa_by_name(n)) return k;
   return &kernels_generic();
 }

@@ -16,6 +16,10 @@
 #define ATTN_BF16DOT_S 1
 #include "gemm_bf16.h"
 #endif
+// AMX tiles for both products of bf16 problems (Sapphire Rapids and later): ATTN_AMX
+#ifdef ATTN_AMX
+#include "gemm_amx.h"
+#endif
 
 #ifndef ATTN_BK
 #define ATTN_BK 64
@@ -30,6 +34,11 @@ constexpr int BK = ATTN_BK;
 constexpr bool kBf16Dot = true;   // bf16 problems use the bf16 dot products for S
 #else
 constexpr bool kBf16Dot = false;
+#endif
+#ifdef ATTN_AMX
+constexpr bool kAmx = true;       // bf16 problems run S = Q K^T and O += P V on AMX tiles
+#else
+constexpr bool kAmx = false;
 #endif
 constexpr int BQ = NVMAX * W;
 static_assert(BQ <= kMaxRows, "row block too large");
@@ -163,6 +172,23 @@ inline const uint16_t* k_tile_bf16(const Problem&, int64_t, int, uint16_t*, int6
   return nullptr;
 }
 #endif
+#ifdef ATTN_AMX
+// q^T of a row block for the AMX product, padded to the tiles' head dim (gemm_amx.h)
+inline void amx_pack_qt(const Problem& p, const Rows& R, const Seq& s, uint16_t* QTv) {
+  const int Dp = amx_pad(p.D, kAmxK), D2 = p.D + (p.D & 1);
+  if (p.qs[3] == 1 && p.D % 2 == 0) return amx_pack_qt_rows<BQ>(p, R, s, QTv, Dp);
+  pack_qt_pairs(p, R, s, QTv);
+  std::memset(QTv + size_t(D2 / 2) * 2 * BQ, 0, sizeof(uint16_t) * size_t(Dp - D2) * BQ);
+}
+#endif
+#ifndef ATTN_AMX  // stubs for the discarded `if constexpr (amx)` branches of the other ISAs
+constexpr int kAmxK = 32;
+inline int amx_pad(int x, int m) { return (x + m - 1) / m * m; }
+inline void amx_pack_rows(uint16_t*, int, const uint16_t*, int64_t, int64_t, int, int, int) {}
+inline void amx_pack_vt(uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int, int, int) {}
+inline void amx_pack_qt(const Problem&, const Rows&, const Seq&, uint16_t*) {}
+struct AmxTiles {};
+#endif
 
 // One row block's state while a group walks the key blocks: q^T (or its bf16 pairs), the O^T
 // accumulator, the running max / sum per lane (log2 units), its key bounds and mask rows.
@@ -181,6 +207,7 @@ struct RowState {
 struct Scratch {
   float *ST, *MT, *KS, *VS, *MU, *ALPHA, *BM;
   uint16_t* KSb;
+  uint16_t *VT, *PB;  // AMX: V^T of the key block, and a row block's P^T as bf16 pairs
 };
 
 // One key block of K and V as the products read them: float32 rows (the caller's memory, or
@@ -190,18 +217,26 @@ struct KVTile {
   int64_t ksr, ksd, vsr, vsd;
   const uint16_t* K16;
   int64_t k16_ld;
+  const uint16_t* VT;  // AMX: V^T, BK bf16 per row
 };
 
+// AMX pads the operands to whole tiles: the head dim of q and k to 32 (a tile row of k), the
+// rows of O^T (Dv) to 16 (a tile's rows).
+inline int amx_d(const Problem& p) { return amx_pad(p.D, kAmxK); }
+inline int amx_dv(const Problem& p) { return amx_pad(p.Dv, 16); }
+inline int ot_rows(const Problem& p) { return kAmx ? amx_dv(p) : p.Dv; }
+
 inline size_t row_state_floats(const Problem& p) {
-  const size_t D2 = p.D + (p.D & 1);
-  return size_t(p.D + p.Dv + 2) * BQ + (kBf16Dot ? D2 * BQ / 2 + 16 : 0) + 16;
+  const size_t D2 = kAmx ? amx_d(p) : p.D + (p.D & 1);
+  return size_t(p.D + ot_rows(p) + 2) * BQ + (kBf16Dot ? D2 * BQ / 2 + 16 : 0) + 16;
 }
 
 size_t fwd_ws_floats(const Problem& p) {
   const size_t scratch = size_t(2 * BK + 2) * BQ + size_t(BK) * (p.D + p.Dv) + BK + 64;
-  // bf16 dot path: a K tile in bf16 (halves of floats)
-  const size_t k16 = kBf16Dot ? size_t(p.D + 2) * BK / 2 + 32 : 0;
-  return scratch + k16 + kRowGroup * row_state_floats(p);
+  // bf16 dot path: a K tile in bf16 (halves of floats); AMX: padded, plus V^T and P^T pairs
+  const size_t k16 = kBf16Dot ? size_t((kAmx ? amx_d(p) : p.D) + 2) * BK / 2 + 32 : 0;
+  const size_t amx = kAmx ? size_t(amx_dv(p)) * BK / 2 + size_t(BK) * BQ / 2 + 64 : 0;
+  return scratch + k16 + amx + kRowGroup * row_state_floats(p);
 }
 
 inline float* align64(float* x) {
@@ -216,13 +251,18 @@ void row_begin(const Problem& p, const Rows& R, int kbeg, int kend, float* mem, 
   st.s = seq_of(p, R.b);
   st.nv = (R.n + W - 1) / W;
   st.QT = mem;                          // D x BQ, scaled
-  st.OT = st.QT + size_t(D) * BQ;       // Dv x BQ
-  st.m = st.OT + size_t(Dv) * BQ;       // BQ
+  st.OT = st.QT + size_t(D) * BQ;       // Dv (AMX: padded to 16) x BQ
+  st.m = st.OT + size_t(ot_rows(p)) * BQ;  // BQ
   st.l = st.m + BQ;                     // BQ
   st.QTv = reinterpret_cast<uint16_t*>(align64(st.l + BQ));  // (D + 1) / 2 x BQ pairs
   const float qmul = q_multiplier(p);
   if constexpr (dot) {
-    pack_qt_pairs(p, R, st.s, st.QTv);  // q unscaled: the scores are scaled after the product
+    // q unscaled: the scores are scaled after the product
+    if constexpr (kAmx) {
+      amx_pack_qt(p, R, st.s, st.QTv);
+    } else {
+      pack_qt_pairs(p, R, st.s, st.QTv);
+    }
   } else {
     for (int r = 0; r < BQ; ++r) {
       if (r < R.n) {
@@ -233,7 +273,7 @@ void row_begin(const Problem& p, const Rows& R, int kbeg, int kend, float* mem, 
       }
     }
   }
-  for (int64_t e = 0; e < int64_t(Dv) * BQ; ++e) st.OT[e] = 0.0f;
+  for (int64_t e = 0; e < int64_t(ot_rows(p)) * BQ; ++e) st.OT[e] = 0.0f;
   for (int r = 0; r < BQ; ++r) { st.m[r] = kNegInf; st.l[r] = 0.0f; }
   row_bounds(p, R, st.s.Lk - st.s.Lq, st.bd);
   st.klo = p.wl < 0 ? imax(kbeg, 0) : imax(kbeg, imax(st.bd.lo_min, 0));
@@ -251,6 +291,18 @@ KVTile kv_tile(const Problem& p, int64_t kbase, int64_t vbase, int j0, int nk, c
   if constexpr (DT == F32) {
     t.K = static_cast<const float*>(p.k) + kbase + j0 * p.ks[2]; t.ksr = p.ks[2]; t.ksd = p.ks[3];
     t.V = static_cast<const float*>(p.v) + vbase + j0 * p.vs[2]; t.vsr = p.vs[2]; t.vsd = p.vs[3];
+  } else if constexpr (dot && kAmx) {  // bf16 tiles as AMX reads them
+    const uint16_t* k16 = static_cast<const uint16_t*>(p.k) + kbase + j0 * p.ks[2];
+    const uint16_t* v16 = static_cast<const uint16_t*>(p.v) + vbase + j0 * p.vs[2];
+    if (p.ks[3] == 1 && D % kAmxK == 0 && nk % 16 == 0) {  // whole tiles: the caller's rows
+      t.K16 = k16; t.k16_ld = p.ks[2];
+    } else {
+      amx_pack_rows(sc.KSb, amx_d(p), k16, p.ks[2], p.ks[3], nk, D, amx_pad(nk, 16));
+      t.K16 = sc.KSb; t.k16_ld = amx_d(p);
+    }
+    amx_pack_vt(sc.VT, BK, v16, p.vs[2], p.vs[3], nk, Dv, amx_dv(p));
+    t.VT = sc.VT;
+    return t;
   } else {
     for (int j = 0; j < nk; ++j) {
       if (!dot) convert_row<DT>(sc.KS + j * D, p.k, kbase + (j0 + j) * p.ks[2], p.ks[3], D, 1.0f);
@@ -262,11 +314,38 @@ KVTile kv_tile(const Problem& p, int64_t kbase, int64_t vbase, int j0, int nk, c
   return t;
 }
 
+// The new running max per lane from a key block's max bm: writes it to st.m, alpha (what the
+// old accumulators are multiplied by) to sc.ALPHA, and the max to subtract (0 for rows with no
+// key yet) to mu; true when any row's max moved.
+template <int NV>
+inline bool new_running_max(RowState& st, const vf* bm, const Scratch& sc, vf* mu) {
+  bool moved = false;
+  for (int v = 0; v < NV; ++v) {
+    const vf mo = loadv(st.m + v * W);
+    const vf mn = vmax(mo, bm[v]);
+    mu[v] = sel(mn == kNegInf, splat(0.0f), mn);
+    vi grew = mn != mo;
+    for (int i = 0; i < W; ++i) moved = moved || grew[i];
+    storev(sc.ALPHA + v * W, exp2v(mo - mu[v]));
+    storev(st.m + v * W, mn);
+  }
+  return moved;
+}
+
+#ifdef ATTN_AMX
+#include "fwd_amx.h"
+#else
+template <int NV>
+inline void row_key_block_amx(const Problem&, RowState&, int, int, const KVTile&, const Scratch&) {}
+inline void row_end_amx(const Problem&, const RowState&) {}
+#endif
+
 // The online-softmax step of one row block against one key block (each step labelled).
 template <int DT, int NV>
 void row_key_block(const Problem& p, RowState& st, int j0, int nk, const KVTile& t,
                    const Scratch& sc) {
   constexpr bool dot = kBf16Dot && DT == BF16;
+  if constexpr (kAmx && dot) return row_key_block_amx<NV>(p, st, j0, nk, t, sc);
   const bool cap = p.softcap > 0;
   const float qmul = q_multiplier(p);
   // 1. S^T = K Q^T; a plain fp32 tile (every key allowed, no softcap, no mask) also takes its
@@ -292,17 +371,8 @@ void row_key_block(const Problem& p, RowState& st, int j0, int nk, const KVTile&
   }
   // 3. new running max; alpha rescales what was accumulated under the old one
   vf mu[NV], lsum[NV];
-  bool moved = false;
-  for (int v = 0; v < NV; ++v) {
-    const vf mo = loadv(st.m + v * W);
-    const vf mn = vmax(mo, bm[v]);
-    mu[v] = sel(mn == kNegInf, splat(0.0f), mn);
-    vi grew = mn != mo;
-    for (int i = 0; i < W; ++i) moved = moved || grew[i];
-    storev(sc.ALPHA + v * W, exp2v(mo - mu[v]));
-    storev(st.m + v * W, mn);
-    lsum[v] = splat(0.0f);
-  }
+  const bool moved = new_running_max<NV>(st, bm, sc, mu);
+  for (int v = 0; v < NV; ++v) lsum[v] = splat(0.0f);
   // 4. P^T = exp2(S^T - max), in place, and its row sums
   for (int j = 0; j < nk; ++j) {
     float* srow = sc.ST + j * BQ;
@@ -327,6 +397,9 @@ void row_end(const Problem& p, const RowState& st, float* partial) {
     for (int r = 0; r < BQ; ++r) { partial[r] = st.m[r]; partial[BQ + r] = st.l[r]; }
     std::memcpy(partial + 2 * BQ, st.OT, sizeof(float) * size_t(p.Dv) * BQ);
     return;
+  }
+  if constexpr (kAmx && DT == BF16) {
+    if (!p.out_f32 && p.os[3] == 1) return row_end_amx(p, st);
   }
   for (int r = 0; r < R.n; ++r) {
     const float inv = st.l[r] == 0.0f ? 0.0f : 1.0f / st.l[r];
@@ -360,8 +433,15 @@ void fwd_group_t(const Problem& p, const Rows* R, int nr, int kbeg, int kend, fl
   sc.KS = sc.BM + BQ;                      // BK x D
   sc.VS = sc.KS + size_t(BK) * D;          // BK x Dv
   sc.MU = sc.VS + size_t(BK) * Dv;         // BK
-  sc.KSb = reinterpret_cast<uint16_t*>(align64(sc.MU + BK));  // BK x (D + 1)
-  float* states_mem = align64(reinterpret_cast<float*>(sc.KSb) + (kBf16Dot ? (D + 2) * BK / 2 : 0));
+  sc.KSb = reinterpret_cast<uint16_t*>(align64(sc.MU + BK));  // BK x (D + 1) (AMX: padded D)
+  float* after = align64(reinterpret_cast<float*>(sc.KSb) +
+                         (kBf16Dot ? ((kAmx ? amx_d(p) : D) + 2) * BK / 2 : 0));
+  if constexpr (kAmx) {
+    sc.VT = reinterpret_cast<uint16_t*>(after);                 // padded Dv x BK
+    sc.PB = sc.VT + size_t(amx_dv(p)) * BK;                     // BK / 2 x BQ x 2
+    after = align64(reinterpret_cast<float*>(sc.PB + size_t(BK) * BQ));
+  }
+  float* states_mem = after;
   ATTN_CHECK(nr >= 1 && nr <= kRowGroup, "row blocks per item");
   ATTN_CHECK(states_mem + nr * row_state_floats(p) <= ws + fwd_ws_floats(p), "forward workspace");
   RowState st[kRowGroup];
@@ -388,7 +468,10 @@ void fwd_rows(const Problem& p, const Rows* R, int nr, int k0, int k1, float* ws
   switch (p.dtype) {
     case F32: return fwd_group_t<F32>(p, R, nr, k0, k1, ws, partials);
     case F16: return fwd_group_t<F16>(p, R, nr, k0, k1, ws, partials);
-    default: return fwd_group_t<BF16>(p, R, nr, k0, k1, ws, partials);
+    default: {
+      [[maybe_unused]] AmxTiles tiles;  // AMX: this thread's tile configuration for the call
+      return fwd_group_t<BF16>(p, R, nr, k0, k1, ws, partials);
+    }
   }
 }
 

@@ -82,6 +82,7 @@ const IsaKernels& kernels_generic();
 const IsaKernels& kernels_avx2();
 const IsaKernels& kernels_avx512();
 const IsaKernels& kernels_avx512bf16();
+const IsaKernels& kernels_avx512amx();
 const IsaKernels& kernels_neon();      // AArch64 builds only (isa_neon.cpp)
 const IsaKernels& kernels_neonbf16();  // AArch64 builds only (isa_neonbf16.cpp)
 

@@ -16,10 +16,12 @@ double fma_loop_generic(int64_t iters, float* sink);
 double fma_loop_avx2(int64_t iters, float* sink);
 double fma_loop_avx512(int64_t iters, float* sink);
 double fma_loop_avx512bf16(int64_t iters, float* sink);
+double fma_loop_avx512amx(int64_t iters, float* sink);
 double fma_loop_neon(int64_t iters, float* sink);      // AArch64 builds only
 double fma_loop_neonbf16(int64_t iters, float* sink);  // AArch64 builds only
 
-// Whether this CPU runs `isa` ("generic", "avx2", "avx512", "avx512bf16", "neon", "neonbf16"):
+// Whether this CPU runs `isa` ("generic", "avx2", "avx512", "avx512bf16", "avx512amx", "neon",
+// "neonbf16"):
 // driver.cpp.
 bool isa_supported(const char* isa);
 

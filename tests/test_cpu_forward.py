@@ -124,8 +124,8 @@ def test_nonfinite_key_in_a_later_block(D):
     assert np.abs(out - reference(q, k, v)[0]).max() < 1e-4
 
 
-@pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "neonbf16", "neon",
-                                 "generic"])
+@pytest.mark.parametrize("isa", ["avx512amx", "avx512bf16", "avx512", "avx2", "neonbf16",
+                                 "neon", "generic"])
 def test_other_isa_paths(isa, native):
     """Every ISA's kernels (forced with set_isa) pass, whichever `auto` picks on this CPU."""
     try:

@@ -89,8 +89,8 @@ def test_torch_opcheck():
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed")
-@pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "neonbf16", "neon",
-                                 "generic"])
+@pytest.mark.parametrize("isa", ["avx512amx", "avx512bf16", "avx512", "avx2", "neonbf16",
+                                 "neon", "generic"])
 def test_grad_each_isa_bfloat16(isa, native):
     """Every kernel path's bf16 backward (AVX512-BF16 dot products or float32 products), forced
     with set_isa, whichever one `auto` picks on this CPU."""

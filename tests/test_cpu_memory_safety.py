@@ -23,7 +23,7 @@ from cpu_helpers import HAVE_MLX, HAVE_TORCH, native_or_skip, run_child  # noqa:
 from test_cpu_grad import GRAD_KINDS, run_case  # noqa: E402
 from test_cpu_hypothesis import feature_kwargs  # noqa: E402
 
-ISAS = ["avx512bf16", "avx512", "avx2", "neonbf16", "neon", "generic"]
+ISAS = ["avx512amx", "avx512bf16", "avx512", "avx2", "neonbf16", "neon", "generic"]
 pytestmark = pytest.mark.skipif(not GRAD_KINDS, reason="needs torch or mlx for gradients")
 
 
