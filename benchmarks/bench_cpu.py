@@ -315,13 +315,15 @@ def machine():
     info["model_name"] = fields.get("Model name", platform.processor() or "unknown")
     info["hypervisor"] = fields.get("Hypervisor vendor")
     flags = fields.get("Flags", "").split()
-    info["isa_flags"] = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile",
-                                     "asimd", "bf16") if f in flags]
+    info["isa_flags"] = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16",
+                                     "amx_tile", "amx_bf16", "asimd", "bf16") if f in flags]
     try:
         family, model = int(fields["CPU family"]), int(fields["Model"])
         info["family"], info["model"] = family, model
         if "AMD" in fields.get("Vendor ID", ""):
             info["uarch"] = next((u for f, r, u in _ZEN if f == family and model in r), None)
+        elif "amx_bf16" in flags:  # VMs often hide the model; AMX first came with Sapphire Rapids
+            info["uarch"] = "AMX, Sapphire Rapids or later"
     except (KeyError, ValueError):
         pass
     try:

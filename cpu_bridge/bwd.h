@@ -26,7 +26,8 @@ inline void with_nv(int nv, F&& f) {
 
 // keys per backward tile: larger than the forward's so that packing a query block (q, dO and
 // their transposes) is amortised over more keys
-constexpr int BKB = 4 * BK;
+// (256 on every ISA: the AMX forward's longer key blocks do not change it)
+constexpr int BKB = 256;
 
 #ifdef ATTN_BF16DOT  // bf16 problems take the dot-product path of bwd_bf16.h
 constexpr bool kBf16DotBackward = true;

@@ -14,6 +14,12 @@
 //   dK[j][d]   += dS^T . Q    A = (dS_hi, dS_lo) per r   B = (Q, Q) per r
 //   dQ^T[d][r] += K^T . dS    A = (K, K) per j           B = (dS_hi, dS_lo) per j
 // so dq accumulates transposed, per block of BQ rows (bwd_dq reads it back that way).
+//
+// With AMX (isa_avx512amx.cpp) the same five products, in the same layouts, run on tiles
+// (gemm_amx.h): the layouts above are already the tiles' A rows and B pairs. Tiles take whole
+// 16-row and 32-element blocks, so the head dims that are a product's k (S, dP) are padded to
+// 32 (kdim), the pairs past a block's rows or keys are zeroed, and C rows up to 16 past M land in
+// rows of the buffers that are never read.
 #pragma once
 #include <initializer_list>
 #include <vector>
@@ -26,8 +32,11 @@ namespace ATTN_NS {
 namespace {
 
 // Per-thread buffers, carved from the float workspace in 64-byte aligned pieces.
+// The head dim of K / V and q / dO where it is the k of a product (S, dP): AMX tiles take 32.
+inline int kdim(int d) { return kAmx ? amx_pad(d, kAmxK) : padw(d); }
+
 struct Bf16Ws {
-  uint16_t *Kb, *Vb;         // key block: K [BKB][Dp], V [BKB][Dvp]
+  uint16_t *Kb, *Vb;         // key block: K [BKB][Dk], V [BKB][Dvk]
   uint16_t *KTd;             // (K, K) pairs: [Dp][BKB][2]
   float *dK, *dV;            // [BKB][Dp], [BKB][Dvp]
   uint16_t *QTv, *dOTv;      // query block: Q^T [Dp/2][BQ][2], dO^T [Dvp/2][BQ][2]
@@ -52,13 +61,13 @@ inline Bf16Ws carve_bf16_ws(const Problem& p, char* base, size_t* used) {
   const size_t Dp = padw(p.D), Dvp = padw(p.Dv);
   Carver c{base};
   Bf16Ws w;
-  w.Kb = c.take<uint16_t>(BKB * Dp);
-  w.Vb = c.take<uint16_t>(BKB * Dvp);
+  w.Kb = c.take<uint16_t>(BKB * kdim(p.D));
+  w.Vb = c.take<uint16_t>(BKB * kdim(p.Dv));
   w.KTd = c.take<uint16_t>(Dp * BKB * 2);
   w.dK = c.take<float>(BKB * Dp);
   w.dV = c.take<float>(BKB * Dvp);
-  w.QTv = c.take<uint16_t>(Dp * BQ);
-  w.dOTv = c.take<uint16_t>(Dvp * BQ);
+  w.QTv = c.take<uint16_t>(kdim(p.D) * BQ);
+  w.dOTv = c.take<uint16_t>(kdim(p.Dv) * BQ);
   w.Qd = c.take<uint16_t>(BQ * Dp * 2);
   w.dOd = c.take<uint16_t>(BQ * Dvp * 2);
   for (float** t : {&w.ST, &w.DPT, &w.TT, &w.MT}) *t = c.take<float>(BKB * BQ);
@@ -80,10 +89,12 @@ size_t bwd_bf16_ws_floats(const Problem& p) {
 
 // One bf16 operand (q or dO) of a query block in the two layouts its products read:
 // T[d/2][r][2] (pairs over the head dim, all `lanes` lanes) and Dup[r][d][2] (each element twice,
-// rows < n). Zeros pad head dims past D and lanes past n. `at` is row 0's first element.
+// rows < n; AMX: rows up to `lanes`, zero past n). Zeros pad head dims past D (T: to kdim(D)) and
+// lanes past n. `at` is row 0's first element.
 inline void pack_operand(const uint16_t* at, int64_t rs, int64_t ds, int D, int n, int lanes,
                          uint16_t* T, uint16_t* Dup) {
-  const int Dp = padw(D);
+  const int Dp = padw(D), Dk = kdim(D);
+  if (kAmx && n < lanes) std::memset(Dup + size_t(n) * Dp * 2, 0, sizeof(uint16_t) * (lanes - n) * Dp * 2);
   if (ds == 1 && D % 2 == 0 && rs > 0 && rs * BQ < (int64_t(1) << 30)) {
     // T: one 16-row gather of 32-bit words (a pair over d) per pair and row group
     const __m512i rows = _mm512_mullo_epi32(
@@ -92,7 +103,7 @@ inline void pack_operand(const uint16_t* at, int64_t rs, int64_t ds, int D, int 
     for (int r0 = 0; r0 < lanes; r0 += W) {
       const int live = imax(0, imin(W, n - r0));
       const __mmask16 m = __mmask16((1u << live) - 1);
-      for (int t = 0; t < Dp / 2; ++t) {
+      for (int t = 0; t < Dk / 2; ++t) {
         __m512i x = _mm512_setzero_si512();
         if (2 * t < D && live) x = _mm512_mask_i32gather_epi32(x, m, rows, at + r0 * rs + 2 * t, 2);
         _mm512_storeu_si512(T + t * 2 * BQ + 2 * r0, x);
@@ -114,10 +125,10 @@ inline void pack_operand(const uint16_t* at, int64_t rs, int64_t ds, int D, int 
     return;
   }
   for (int r = 0; r < lanes; ++r)
-    for (int d = 0; d < Dp; ++d) {
+    for (int d = 0; d < imax(Dp, Dk); ++d) {
       const uint16_t x = r < n && d < D ? at[r * rs + d * ds] : 0;
-      T[(d >> 1) * 2 * BQ + 2 * r + (d & 1)] = x;
-      if (r < n) Dup[(r * Dp + d) * 2] = Dup[(r * Dp + d) * 2 + 1] = x;
+      if (d < Dk) T[(d >> 1) * 2 * BQ + 2 * r + (d & 1)] = x;
+      if (r < n && d < Dp) Dup[(r * Dp + d) * 2] = Dup[(r * Dp + d) * 2 + 1] = x;
     }
 }
 
@@ -151,23 +162,36 @@ inline void row_stats(const Problem& p, const Seq& s, int b, int h, float* dO32,
   }
 }
 
+// C (M x NVt*W) (+)= A . B on the bf16 dot products, or on AMX tiles (whole 16-row / 32-element
+// blocks; the caller has zero-padded the k past 2 * K2 and made the rows past M writable).
+template <int MODE>
+inline void product_bf16(int M, int NVt, float* C, int64_t ldc, const uint16_t* A, int64_t sam,
+                         const uint16_t* B, int64_t ldb, int K2) {
+  if constexpr (kAmx) {
+    if (M > 0 && K2 > 0)
+      return amx_gemm<MODE == ACCUMULATE>(amx_pad(M, 16), NVt * W, amx_pad(2 * K2, kAmxK), C, ldc, A,
+                                         sam, B, ldb);
+  }
+  gemm_bf16<MODE>(M, NVt, C, ldc, A, sam, B, ldb, K2);
+}
+
 template <int NV>
 void bwd_block_bf16(const Problem& p, const Seq& s, int b, int h, int i0, int n, int j0, int nk,
                     const float* stats, const Bf16Ws& w, float* dQT) {
-  const int D = p.D, Dp = padw(D), Dvp = padw(p.Dv);
+  const int D = p.D, Dp = padw(D), Dvp = padw(p.Dv), Dk = kdim(D), Dvk = kdim(p.Dv);
   pack_query_block(p, s, b, h, i0, n, NV * W, stats, w);
   const TileMasking tm = tile_masking(p, s, b, h, i0, n, j0, nk, w.MT, w.MU);
 
   // S^T = K Q^T, then into log2 units (the float32 path folds this scale into q; here q stays
   // exact in bf16)
-  gemm_bf16<OVERWRITE>(nk, NV, w.ST, BQ, w.Kb, Dp, w.QTv, 2 * BQ, Dp / 2);
+  product_bf16<OVERWRITE>(nk, NV, w.ST, BQ, w.Kb, Dk, w.QTv, 2 * BQ, Dk / 2);
   const float qmul = q_multiplier(p);
   for (int j = 0; j < nk; ++j)
     for (int v = 0; v < NV; ++v) storev(w.ST + j * BQ + v * W, loadv(w.ST + j * BQ + v * W) * qmul);
   score_tile_bwd<NV>(p, w.ST, w.TT, nk, j0, tm, w.MT, w.MU);
 
   // dP^T = V dO^T; P = exp2(S - lse); dS = P (dP - delta) [* (1 - tanh^2)]
-  gemm_bf16<OVERWRITE>(nk, NV, w.DPT, BQ, w.Vb, Dvp, w.dOTv, 2 * BQ, Dvp / 2);
+  product_bf16<OVERWRITE>(nk, NV, w.DPT, BQ, w.Vb, Dvk, w.dOTv, 2 * BQ, Dvk / 2);
   vf lse2[NV], logl[NV], delta[NV];
   for (int v = 0; v < NV; ++v) {
     lse2[v] = loadv(w.LSE2 + v * W); logl[v] = loadv(w.LOGL + v * W); delta[v] = loadv(w.DELTA + v * W);
@@ -183,9 +207,14 @@ void bwd_block_bf16(const Problem& p, const Seq& s, int b, int h, int i0, int n,
       store_split_pairs(w.dSs + 2 * o, (__m512)ds);
     }
 
-  gemm_bf16<ACCUMULATE>(nk, Dvp / W, w.dV, Dvp, w.Ps, 2 * BQ, w.dOd, 2 * Dvp, n);
-  gemm_bf16<ACCUMULATE>(nk, Dp / W, w.dK, Dp, w.dSs, 2 * BQ, w.Qd, 2 * Dp, n);
-  gemm_bf16<ACCUMULATE>(D, NV, dQT, BQ, w.KTd, 2 * BKB, w.dSs, 2 * BQ, nk);
+  // AMX: k runs over the NV * W lanes (P and dS are 0 past n, the Dup rows zeroed) and over the
+  // keys padded to 16 (KTd and dS^T zeroed past nk by the caller)
+  const int rows = kAmx ? NV * W : n;
+  product_bf16<ACCUMULATE>(nk, Dvp / W, w.dV, Dvp, w.Ps, 2 * BQ, w.dOd, 2 * Dvp, rows);
+  product_bf16<ACCUMULATE>(nk, Dp / W, w.dK, Dp, w.dSs, 2 * BQ, w.Qd, 2 * Dp, rows);
+  if constexpr (kAmx)
+    std::memset(w.dSs + size_t(nk) * 2 * BQ, 0, sizeof(uint16_t) * (amx_pad(nk, 16) - nk) * 2 * BQ);
+  product_bf16<ACCUMULATE>(D, NV, dQT, BQ, w.KTd, 2 * BKB, w.dSs, 2 * BQ, nk);
 }
 
 void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws) {
@@ -195,6 +224,7 @@ void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws) {
   char* base = reinterpret_cast<char*>(ws);
   base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
   const Bf16Ws w = carve_bf16_ws(p, base, &used);
+  [[maybe_unused]] AmxTiles tiles;  // AMX: this thread's tile configuration for the call
   ATTN_CHECK(base + used <= reinterpret_cast<char*>(ws + bwd_ws_floats(p)), "bf16 backward workspace");
   ATTN_CHECK(size_t(G) * dq_group_stride(p, s) <= kr.dq_acc_floats, "dq accumulator size");
   const uint16_t* k16 = static_cast<const uint16_t*>(p.k);
@@ -207,15 +237,19 @@ void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws) {
     row_stats(p, s, kr.b, kr.hk * G + g, w.dO32, stats.data() + size_t(kRowStats) * g * s.Lq);
   for (int j0 = kr.k0; j0 < kr.k1; j0 += BKB) {
     const int nk = imin(BKB, kr.k1 - j0);
+    const int Dk = kdim(D), Dvk = kdim(Dv);
     for (int j = 0; j < nk; ++j) {
-      for (int d = 0; d < Dp; ++d) {
+      for (int d = 0; d < imax(Dp, Dk); ++d) {
         const uint16_t x = d < D ? k16[kbase + (j0 + j) * p.ks[2] + d * p.ks[3]] : 0;
-        w.Kb[j * Dp + d] = x;
-        w.KTd[(d * BKB + j) * 2] = w.KTd[(d * BKB + j) * 2 + 1] = x;
+        if (d < Dk) w.Kb[j * Dk + d] = x;
+        if (d < Dp) w.KTd[(d * BKB + j) * 2] = w.KTd[(d * BKB + j) * 2 + 1] = x;
       }
-      for (int e = 0; e < Dvp; ++e)
-        w.Vb[j * Dvp + e] = e < Dv ? v16[vbase + (j0 + j) * p.vs[2] + e * p.vs[3]] : 0;
+      for (int e = 0; e < Dvk; ++e)
+        w.Vb[j * Dvk + e] = e < Dv ? v16[vbase + (j0 + j) * p.vs[2] + e * p.vs[3]] : 0;
     }
+    if constexpr (kAmx)  // the pairs of keys nk .. 16-padded: k of the dQ product
+      for (int d = 0; d < Dp; ++d)
+        std::memset(w.KTd + (size_t(d) * BKB + nk) * 2, 0, sizeof(uint16_t) * (amx_pad(nk, 16) - nk) * 2);
     std::memset(w.dK, 0, sizeof(float) * nk * Dp);
     std::memset(w.dV, 0, sizeof(float) * nk * Dvp);
     int ilo, ihi;

@@ -187,6 +187,9 @@ inline int amx_pad(int x, int m) { return (x + m - 1) / m * m; }
 inline void amx_pack_rows(uint16_t*, int, const uint16_t*, int64_t, int64_t, int, int, int) {}
 inline void amx_pack_vt(uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int, int, int) {}
 inline void amx_pack_qt(const Problem&, const Rows&, const Seq&, uint16_t*) {}
+template <bool ACC>
+inline void amx_gemm(int, int, int, float*, int64_t, const uint16_t*, int64_t, const uint16_t*,
+                     int64_t) {}
 struct AmxTiles {};
 #endif
 
