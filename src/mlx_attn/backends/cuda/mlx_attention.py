@@ -84,13 +84,8 @@ def forward(s: dict, dtype: str, q, k, v, mask):
     dims = mlx_launch.launch_dims(extension().head_dim_bucket(s["d"], s["d_v"]))
     cfg, splits = _plan(s)
     s = dict(s, num_splits=splits)
-    arrays = dict(q=q, k=k, v=v, mask=mask)
-    outs = None
-    for launch in mlx_launch.forward_launches(s, dims, cfg, splits, dtype):
-        outs = mlx_launch.run(launch, arrays, s, dtype)
-        arrays.update(out=outs[0], lse=outs[1])
-        if len(outs) == 4:
-            arrays.update(o_accum=outs[2], lse_accum=outs[3])
+    launches = mlx_launch.forward_launches(s, dims, cfg, splits, dtype)
+    arrays = mlx_launch.run_all(launches, dict(q=q, k=k, v=v, mask=mask), s, dtype)
     return arrays["out"], arrays["lse"]
 
 
@@ -99,22 +94,10 @@ def backward(s: dict, dtype: str, q, k, v, mask, lse, dout, dlse):
     dims = mlx_launch.launch_dims(extension().head_dim_bucket(s["d"], s["d_v"]))
     arrays = dict(q=q, k=k, v=v, mask=mask, lse=lse, dout=dout, dlse=dlse,
                   delta=mx.zeros((1,), dtype=mx.float32))
-    grads = {}
-    for launch in mlx_launch.backward_launches(s, dims, dtype, bool(s["deterministic"]),
-                                               tuple(k.shape), tuple(v.shape)):
-        outs = mlx_launch.run(launch, arrays, s, dtype)
-        if launch.inputs == ("dq_accum",):
-            grads["dq"] = outs[0]
-            continue
-        delta, dq, dk, dv, dq_accum = outs
-        if "delta" in launch.entry or "_dq_" in launch.entry:
-            arrays["delta"] = delta
-        if "_dq_" in launch.entry:
-            grads["dq"] = dq
-        if "dkdv" in launch.entry:
-            grads["dk"], grads["dv"] = dk, dv
-            arrays["dq_accum"] = dq_accum
-    return grads["dq"], grads["dk"], grads["dv"]
+    launches = mlx_launch.backward_launches(s, dims, dtype, bool(s["deterministic"]),
+                                            tuple(k.shape), tuple(v.shape))
+    arrays = mlx_launch.run_all(launches, arrays, s, dtype)
+    return arrays["dq"], arrays["dk"], arrays["dv"]
 
 
 @functools.lru_cache(maxsize=512)

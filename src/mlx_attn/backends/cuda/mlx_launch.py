@@ -47,6 +47,7 @@ FLOAT_SCALARS = frozenset({"scale", "scale_log2", "softcap"})
 class Launch:
     entry: str                # the kernel's name in the image
     inputs: tuple             # names of the input arrays, in the entry's order
+    outputs: tuple            # names of the outputs this launch produces ("" = a placeholder)
     output_shapes: tuple      # shapes, one per output, in the entry's order
     output_dtypes: tuple      # dtype names
     grid: tuple               # threads (MLX's convention), 3 ints
@@ -78,6 +79,7 @@ def forward_launches(s: dict, dims: dict, config: int, splits: int, dtype: str) 
     one = (1,)
     main = Launch(
         f"ma_fwd_{'prefill' if config == 0 else 'decode'}_{tag}", ("q", "k", "v", "mask"),
+        ("", "", "o_accum", "lse_accum") if split else ("out", "lse", "", ""),
         (one if split else (B, Hq, Lq, Dv), one if split else (B, Hq, Lq),
          (splits, B, Hq, Lq, Dv) if split else one, (splits, B, Hq, Lq) if split else one),
         (dtype, "float32", "float32", "float32"), _grid(ctas, threads, "forward", splits),
@@ -85,7 +87,7 @@ def forward_launches(s: dict, dims: dict, config: int, splits: int, dtype: str) 
     if not split:
         return [main]
     rows, threads, _ = dims["combine"]
-    combine = Launch(f"ma_fwd_combine_{tag}", ("o_accum", "lse_accum"),
+    combine = Launch(f"ma_fwd_combine_{tag}", ("o_accum", "lse_accum"), ("out", "lse"),
                      ((B, Hq, Lq, Dv), (B, Hq, Lq)), (dtype, "float32"),
                      _grid(ceil_div(B * Hq * Lq, rows), threads, "split-KV combine"),
                      (threads, 1, 1))
@@ -112,18 +114,22 @@ def backward_launches(s: dict, dims: dict, dtype: str, deterministic: bool,
     dtypes = (f32, dtype, dtype, dtype, f32)
     if deterministic:
         return [
-            Launch(f"ma_bwd_dq_{tag}", BWD_INPUTS, ((B, Hq, Lq), q_shape, one, one, one), dtypes,
+            Launch(f"ma_bwd_dq_{tag}", BWD_INPUTS, ("delta", "dq", "", "", ""),
+                   ((B, Hq, Lq), q_shape, one, one, one), dtypes,
                    q_grid, (dq_threads, 1, 1), dq_smem, backward=True),
-            Launch(f"ma_bwd_dkdv_{tag}", BWD_INPUTS, (one, one, k_shape, v_shape, one), dtypes,
+            Launch(f"ma_bwd_dkdv_{tag}", BWD_INPUTS, ("", "", "dk", "dv", ""),
+                   (one, one, k_shape, v_shape, one), dtypes,
                    k_grid, (kv_threads, 1, 1), kv_smem, backward=True),
         ]
     rows, threads, _ = dims["bwd_convert"]
     return [
-        Launch(f"ma_bwd_delta_{tag}", BWD_INPUTS, ((B, Hq, Lq), one, one, one, one), dtypes,
+        Launch(f"ma_bwd_delta_{tag}", BWD_INPUTS, ("delta", "", "", "", ""),
+               ((B, Hq, Lq), one, one, one, one), dtypes,
                q_grid, (dq_threads, 1, 1), dq_smem, backward=True),
-        Launch(f"ma_bwd_dkdv_{tag}", BWD_INPUTS, (one, one, k_shape, v_shape, (B * Hq * Lq, D)),
+        Launch(f"ma_bwd_dkdv_{tag}", BWD_INPUTS, ("", "", "dk", "dv", "dq_accum"),
+               (one, one, k_shape, v_shape, (B * Hq * Lq, D)),
                dtypes, k_grid, (kv_threads, 1, 1), kv_smem, init_value=0.0, backward=True),
-        Launch(f"ma_bwd_convert_{tag}", ("dq_accum",), (q_shape,), (dtype,),
+        Launch(f"ma_bwd_convert_{tag}", ("dq_accum",), ("dq",), (q_shape,), (dtype,),
                _grid(ceil_div(B * Hq * Lq, rows), threads, "dq conversion"), (threads, 1, 1),
                backward=True),
     ]
@@ -181,6 +187,15 @@ def _launcher():
         return importlib.import_module(EMULATOR_MODULE).precompiled_cuda_kernel
     import mlx.core as mx
     return mx.fast.precompiled_cuda_kernel
+
+
+def run_all(launches: list, arrays: dict, s: dict, dtype: str) -> dict:
+    """Runs the launches in order, each reading its inputs from `arrays` by name and adding its
+    named outputs there; returns `arrays`."""
+    for launch in launches:
+        outs = run(launch, arrays, s, dtype)
+        arrays.update((name, x) for name, x in zip(launch.outputs, outs) if name)
+    return arrays
 
 
 def run(launch: Launch, arrays: dict, s: dict, dtype: str) -> list:
