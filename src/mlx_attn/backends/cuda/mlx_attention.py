@@ -81,22 +81,24 @@ def _plan(s: dict) -> tuple:
 
 def forward(s: dict, dtype: str, q, k, v, mask):
     """(out [B, Hq, Lq, Dv], lse float32 [B, Hq, Lq]) from the forward launches."""
-    dims = mlx_launch.launch_dims(extension().head_dim_bucket(s["d"], s["d_v"]))
+    bucket = extension().head_dim_bucket(s["d"], s["d_v"])
     cfg, splits = _plan(s)
     s = dict(s, num_splits=splits)
-    launches = mlx_launch.forward_launches(s, dims, cfg, splits, dtype)
-    arrays = mlx_launch.run_all(launches, dict(q=q, k=k, v=v, mask=mask), s, dtype)
+    launches = mlx_launch.forward_launches(s, mlx_launch.launch_dims(bucket), cfg, splits, dtype,
+                                           bucket)
+    arrays = mlx_launch.run_all(launches, dict(q=q, k=k, v=v, mask=mask), s, dtype, bucket)
     return arrays["out"], arrays["lse"]
 
 
 def backward(s: dict, dtype: str, q, k, v, mask, lse, dout, dlse):
     """(dq, dk, dv) from the backward launches."""
-    dims = mlx_launch.launch_dims(extension().head_dim_bucket(s["d"], s["d_v"]))
+    bucket = extension().head_dim_bucket(s["d"], s["d_v"])
     arrays = dict(q=q, k=k, v=v, mask=mask, lse=lse, dout=dout, dlse=dlse,
                   delta=mx.zeros((1,), dtype=mx.float32))
-    launches = mlx_launch.backward_launches(s, dims, dtype, bool(s["deterministic"]),
-                                            tuple(k.shape), tuple(v.shape))
-    arrays = mlx_launch.run_all(launches, arrays, s, dtype)
+    launches = mlx_launch.backward_launches(s, mlx_launch.launch_dims(bucket), dtype, bucket,
+                                            bool(s["deterministic"]), tuple(k.shape),
+                                            tuple(v.shape))
+    arrays = mlx_launch.run_all(launches, arrays, s, dtype, bucket)
     return arrays["dq"], arrays["dk"], arrays["dv"]
 
 

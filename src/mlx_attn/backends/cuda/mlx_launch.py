@@ -68,10 +68,12 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def forward_launches(s: dict, dims: dict, config: int, splits: int, dtype: str) -> list:
-    """The forward of problem `s` (FWD_SCALARS values) with the planner's (config, splits):
-    the prefill or decode kernel, then the combine when the key range is split."""
-    tag = f"{TAGS[dtype]}_{_bucket(s)}"
+def forward_launches(s: dict, dims: dict, config: int, splits: int, dtype: str,
+                     bucket: int) -> list:
+    """The forward of problem `s` (FWD_SCALARS values) with the planner's (config, splits) on
+    the entries of (dtype, head-dim bucket) whose launch_dims are `dims`: the prefill or decode
+    kernel, then the combine when the key range is split."""
+    tag = f"{TAGS[dtype]}_{bucket}"
     B, Hq, Lq, Dv = s["b"], s["hq"], s["lq"], s["d_v"]
     rows_per_cta, threads, smem = dims["prefill" if config == 0 else "decode"]
     ctas = ceil_div(Lq * (Hq // s["hkv"]), rows_per_cta) * B * s["hkv"]
@@ -97,13 +99,13 @@ def forward_launches(s: dict, dims: dict, config: int, splits: int, dtype: str) 
 BWD_INPUTS = ("q", "k", "v", "mask", "lse", "dout", "dlse", "delta")
 
 
-def backward_launches(s: dict, dims: dict, dtype: str, deterministic: bool,
+def backward_launches(s: dict, dims: dict, dtype: str, bucket: int, deterministic: bool,
                       k_shape: tuple, v_shape: tuple) -> list:
     """The backward as bwd_launch.cuh runs it. Default: delta pass, dK/dV with dQ atomics into
     a zero-filled float32 dq_accum, conversion. Deterministic: the dQ kernel (delta, dq), then
     dK/dV without atomics. Each launch's outputs: delta, dq, dk, dv, dq_accum (placeholders of
     one element where that kernel writes nothing)."""
-    tag = f"{TAGS[dtype]}_{_bucket(s)}"
+    tag = f"{TAGS[dtype]}_{bucket}"
     B, Hq, Hkv, Lq, Lk, D = s["b"], s["hq"], s["hkv"], s["lq"], s["lk"], s["d"]
     q_shape = (B, Hq, Lq, D)
     one, f32 = (1,), "float32"
@@ -133,10 +135,6 @@ def backward_launches(s: dict, dims: dict, dtype: str, deterministic: bool,
                _grid(ceil_div(B * Hq * Lq, rows), threads, "dq conversion"), (threads, 1, 1),
                backward=True),
     ]
-
-
-def _bucket(s: dict) -> int:
-    return extension().head_dim_bucket(s["d"], s["d_v"])
 
 
 def scalars(s: dict, backward: bool) -> list:
@@ -189,21 +187,21 @@ def _launcher():
     return mx.fast.precompiled_cuda_kernel
 
 
-def run_all(launches: list, arrays: dict, s: dict, dtype: str) -> dict:
+def run_all(launches: list, arrays: dict, s: dict, dtype: str, bucket: int) -> dict:
     """Runs the launches in order, each reading its inputs from `arrays` by name and adding its
     named outputs there; returns `arrays`."""
     for launch in launches:
-        outs = run(launch, arrays, s, dtype)
+        outs = run(launch, arrays, s, dtype, bucket)
         arrays.update((name, x) for name, x in zip(launch.outputs, outs) if name)
     return arrays
 
 
-def run(launch: Launch, arrays: dict, s: dict, dtype: str) -> list:
+def run(launch: Launch, arrays: dict, s: dict, dtype: str, bucket: int) -> list:
     """Runs one launch with the named input `arrays`; returns its outputs (MLX arrays)."""
     import mlx.core as mx
 
     return _launcher()(
-        name=launch.entry, compiled_source=image(dtype, extension().head_dim_bucket(s["d"], s["d_v"])),
+        name=launch.entry, compiled_source=image(dtype, bucket),
         inputs=[arrays[n] for n in launch.inputs], output_shapes=[tuple(x) for x in launch.output_shapes],
         output_dtypes=[getattr(mx, d) for d in launch.output_dtypes],
         scalars=scalars(s, launch.backward), grid=launch.grid, threadgroup=launch.threadgroup,
