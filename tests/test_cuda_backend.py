@@ -215,3 +215,14 @@ def test_one_availability_line_for_both_launchers(monkeypatch):
     assert CudaBackend().availability_reasons == ["torch: no; MLX arrays: mlx: no"]
     monkeypatch.setattr(CudaBackend, "_mlx_reasons", lambda self: [])
     assert CudaBackend().availability_reasons == []
+
+
+def test_mlx_arrays_past_int32_strides_are_declined(available):
+    mx = pytest.importorskip("mlx.core")
+    from mlx_attn.backends.cuda.mlx_attention import size_reasons
+
+    q = mx.zeros((1, 2, 5, 64), dtype=mx.float16)
+    call = check_dense(q, q, q, **DENSE)
+    assert size_reasons(call) == []
+    call.Lq = 2**30  # shapes only: the rule reads the call's sizes
+    assert "2^31 - 1 elements" in size_reasons(call)[0]

@@ -48,7 +48,7 @@ def _expected(tag: str, bucket: int) -> dict:
     dtype = {"fp16": "float16", "bf16": "bfloat16"}[tag]
     dims = attention.launch_dims(bucket)
     s = dict.fromkeys(mlx_launch.FWD_SCALARS + mlx_launch.BWD_SCALARS, 1)
-    s.update(b=1, hq=2, hkv=1, lq=5, lk=7, d=bucket, d_v=bucket)
+    s.update(b=1, hq=2, hkv=1, lq=5, lk=7, d=bucket, d_v=bucket, varlen=0, total_q=0)
     kv = (1, 1, 7, bucket)
     launches = (mlx_launch.forward_launches(s, dims, 0, 1, dtype, bucket) +
                 mlx_launch.forward_launches(s, dims, 1, 2, dtype, bucket) +

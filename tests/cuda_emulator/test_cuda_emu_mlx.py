@@ -15,9 +15,9 @@ mx = pytest.importorskip("mlx.core")
 from contract.tolerance import assert_fused, assert_lse  # noqa: E402
 from cuda_emu_cases import _same_nans  # noqa: E402
 from cuda_emulator import CudaEmulatorError  # noqa: E402
-from mlx_attn import config, explain, flash_attention  # noqa: E402
+from mlx_attn import config, explain, flash_attention, flash_attention_varlen  # noqa: E402
 from mlx_attn.backends.cuda import mlx_launch  # noqa: E402
-from mlx_attn.reference import reference, reference_grads  # noqa: E402
+from mlx_attn.reference import reference, reference_grads, reference_varlen  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -130,6 +130,52 @@ def test_blhd_layout_and_dv_different_from_d():
     math = flash_attention(q, k, v, layout="blhd", backend="math")
     assert out.shape == (1, 7, 2, 32)
     assert_fused(_f32(out), ref, _f32(math), "out", dtype="float16")
+
+
+def check_varlen(dtype, lens_q, lens_k, Hq, Hkv, D, seed=0, **kw):
+    """Fused varlen (one launch for all sequences): out and lse against reference_varlen, and
+    dq, dk, dv against reference_grads per sequence."""
+    rng = np.random.default_rng(seed)
+    mdt = getattr(mx, dtype)
+    Tq, Tk = sum(lens_q), sum(lens_k)
+    q, k, v = (mx.array(rng.standard_normal(sh).astype(np.float32)).astype(mdt)
+               for sh in ((Tq, Hq, D), (Tk, Hkv, D), (Tk, Hkv, D)))
+    cq, ck = (np.concatenate([[0], np.cumsum(x)]).astype(np.int32) for x in (lens_q, lens_k))
+    cu = (mx.array(cq), mx.array(ck), max(lens_q), max(lens_k))
+    f32 = [_f32(x) for x in (q, k, v)]
+    dout = mx.array(rng.standard_normal((Tq, Hq, D)).astype(np.float32)).astype(mdt)
+
+    def run(backend):
+        def fn(q, k, v):
+            return flash_attention_varlen(q, k, v, *cu, backend=backend, return_lse=True, **kw)
+        (out, lse), grads = mx.vjp(fn, [q, k, v], [dout, mx.zeros((Hq, Tq))])
+        return out, lse, grads
+
+    out, lse, grads = run("cuda")
+    m_out, m_lse, m_grads = run("math")
+    r_out, r_lse = reference_varlen(*f32, cq, ck, **kw)
+    assert_fused(*_same_nans(_f32(out), r_out, _f32(m_out), "out"), "out", dtype=dtype)
+    assert_lse(*_same_nans(np.array(lse), r_lse, np.array(m_lse), "lse"), "lse")
+    ref = [np.zeros(x.shape) for x in f32]
+    for i in range(len(lens_q)):
+        part = [x[a:b].swapaxes(0, 1)[None] for x, a, b in
+                ((f32[0], cq[i], cq[i + 1]), (f32[1], ck[i], ck[i + 1]), (f32[2], ck[i], ck[i + 1]),
+                 (_f32(dout), cq[i], cq[i + 1]))]
+        for r, g, (a, b) in zip(ref, reference_grads(*part, **kw),
+                                ((cq[i], cq[i + 1]), (ck[i], ck[i + 1]), (ck[i], ck[i + 1]))):
+            r[a:b] = g[0].swapaxes(0, 1)
+    for name, g, r, mth in zip(("dq", "dk", "dv"), grads, ref, m_grads):
+        assert_fused(*_same_nans(_f32(g), r, _f32(mth), name), name, dtype=dtype)
+
+
+def test_varlen_fused_forward_and_grads(launched):
+    check_varlen("float16", [5, 1, 17], [9, 4, 17], 4, 2, 64, causal=True, seed=9)
+    assert launched[0] in ("ma_fwd_decode_fp16_64", "ma_fwd_prefill_fp16_64")
+    assert "ma_fwd_combine_fp16_64" not in launched  # varlen is never split
+
+
+def test_varlen_window_softcap_bf16_d72():
+    check_varlen("bfloat16", [7, 30], [40, 30], 2, 1, 72, window=(8, 2), softcap=15.0, seed=10)
 
 
 # -- planted launcher bugs: the checks above must catch them --------------------------------------

@@ -18,16 +18,18 @@
 // sizes, strides of q, k, v, out and the mask in elements (0 on broadcast mask dims), the
 // mask's MaskType, causal and the window sides (before window_side / fold_causal), the
 // number of KV splits, scale, scale * log2(e) (rounded once from double, as binding_args.h
-// does) and softcap.
+// does), softcap, and fused varlen: whether cu_seqlens are real inputs, and total_q (params.h:
+// then b counts sequences, lq / lk are the longest lengths and the batch strides are 0).
 #define MA_FLAT_FWD_SCALARS                                                                   \
   int b, int hq, int hkv, int lq, int lk, int d, int d_v, int q_sb, int q_sh, int q_sl,          \
       int k_sb, int k_sh, int k_sl, int v_sb, int v_sh, int v_sl, int o_sb, int o_sh, int o_sl, \
       int mask_type, int m_sb, int m_sh, int m_sq, int m_sk, int causal, int window_left,       \
-      int window_right, int num_splits, float scale, float scale_log2, float softcap
+      int window_right, int num_splits, float scale, float scale_log2, float softcap, int varlen, \
+      int total_q
 #define MA_FLAT_FWD_ARGS                                                                      \
   b, hq, hkv, lq, lk, d, d_v, q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, \
       o_sl, mask_type, m_sb, m_sh, m_sq, m_sk, causal, window_left, window_right, num_splits,  \
-      scale, scale_log2, softcap
+      scale, scale_log2, softcap, varlen, total_q
 // The backward's extra scalars (mlx_launch.py BWD_SCALARS): strides of dout, dq, dk, dv, and
 // flags: whether dlse is a real input, deterministic dQ (no atomics, no dq_accum).
 #define MA_FLAT_BWD_SCALARS                                                                   \
@@ -56,6 +58,8 @@ __device__ __forceinline__ FwdParams flat_fwd_params(MA_FLAT_FWD_SCALARS) {
   p.scale = scale;
   p.scale_log2 = scale_log2;
   p.softcap = softcap;
+  p.total_q = total_q;
+  (void)varlen;  // the pointers are set by flat_fwd
   return p;
 }
 
@@ -73,31 +77,35 @@ __device__ __forceinline__ BwdParams flat_bwd_params(const FwdParams& f, MA_FLAT
   return p;
 }
 
-// The forward: q, k, v, mask (a placeholder when mask_type is kMaskNone) in; out, lse (written
-// when num_splits == 1) and o_accum, lse_accum (written when num_splits > 1) out.
+// The forward: q, k, v, mask (a placeholder when mask_type is kMaskNone), cu_seqlens_q / _k
+// (placeholders unless varlen) in; out, lse (written when num_splits == 1) and o_accum,
+// lse_accum (written when num_splits > 1) out.
 template <typename T>
 __device__ __forceinline__ FwdParams flat_fwd(const T* q, const T* k, const T* v, const void* mask,
-                                              T* out, float* lse, float* o_accum,
-                                              float* lse_accum, MA_FLAT_FWD_SCALARS) {
+                                              const int* cu_q, const int* cu_k, T* out,
+                                              float* lse, float* o_accum, float* lse_accum,
+                                              MA_FLAT_FWD_SCALARS) {
   FwdParams p = flat_fwd_params(MA_FLAT_FWD_ARGS);
   p.q = q, p.k = k, p.v = v, p.out = out, p.lse = lse;
   p.mask = mask_type == kMaskNone ? nullptr : mask;
   p.o_accum = o_accum, p.lse_accum = lse_accum;
+  if (varlen) p.cu_seqlens_q = cu_q, p.cu_seqlens_k = cu_k;
   return p;
 }
 
 // The backward kernels share one signature: q, k, v, mask, lse, dout, dlse (a placeholder
 // unless has_dlse), delta_in (dK/dV reads the delta pass's output; a placeholder for the
-// others) in; delta_out, dq, dk, dv, dq_accum out (each kernel writes its own; the others are
+// others), cu_seqlens_q / _k in; delta_out, dq, dk, dv, dq_accum out (each kernel writes its own; the others are
 // placeholders).  `delta` / `dq_accum` say which buffers this kernel uses for p.delta and
 // p.dq_accum.
 template <typename T>
 __device__ __forceinline__ BwdParams flat_bwd(const T* q, const T* k, const T* v, const void* mask,
                                               const float* lse, const T* dout, const float* dlse,
-                                              float* delta, T* dq, T* dk, T* dv, float* dq_accum,
+                                              const int* cu_q, const int* cu_k, float* delta,
+                                              T* dq, T* dk, T* dv, float* dq_accum,
                                               MA_FLAT_FWD_SCALARS, MA_FLAT_BWD_SCALARS) {
-  FwdParams f = flat_fwd(q, k, v, mask, (T*)nullptr, const_cast<float*>(lse), (float*)nullptr,
-                         (float*)nullptr, MA_FLAT_FWD_ARGS);
+  FwdParams f = flat_fwd(q, k, v, mask, cu_q, cu_k, (T*)nullptr, const_cast<float*>(lse),
+                         (float*)nullptr, (float*)nullptr, MA_FLAT_FWD_ARGS);
   BwdParams p = flat_bwd_params(f, MA_FLAT_BWD_ARGS);
   p.dout = dout;
   p.dlse = has_dlse ? dlse : nullptr;

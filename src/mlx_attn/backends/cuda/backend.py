@@ -12,7 +12,7 @@ cu_seqlens; varlen_ops.py, docs/cuda.md).
 
 MLX arrays reach the same kernels through flat-argument entry points shipped as PTX
 (mlx_launch.py launches them with mx.fast.precompiled_cuda_kernel, mlx_attention.py attaches the
-backward with mx.custom_function): dense forward and backward, no varlen yet.
+backward with mx.custom_function): forward and backward, dense and fused varlen.
 """
 from __future__ import annotations
 
@@ -181,9 +181,6 @@ class CudaBackend(Backend):
         if not emulated() and call.device != "gpu":
             return [f"MLX's default device is {call.device}, not the GPU "
                     f"(mx.set_default_device(mx.gpu))"]
-        if call.varlen:
-            return ["varlen with MLX arrays is not wired to the CUDA kernels yet (torch tensors "
-                    "only)"]
         ext = extension()
         reasons = _bucket_reasons(ext, call)
         if not reasons:
@@ -192,12 +189,13 @@ class CudaBackend(Backend):
         return reasons
 
     def call_reasons(self, call: AttentionCall) -> list[str]:
+        reasons = []
         if call.kind == "mlx":  # passed row-contiguous (copied if need be); strides are int32
             from .mlx_attention import size_reasons
-            return size_reasons(call)
-        reasons = []
-        for name, x in (("q", call.q), ("k", call.k), ("v", call.v)):
-            reasons.extend(layout_reasons(name, x))
+            reasons.extend(size_reasons(call))
+        else:
+            for name, x in (("q", call.q), ("k", call.k), ("v", call.v)):
+                reasons.extend(layout_reasons(name, x))
         if call.varlen:  # Lq / Lk are total_q / total_k; the grid is sized by the maxima
             longest_q = min(call.max_seqlen_q, call.Lq)  # the op launches no more rows
             too_large = (longest_q * call.group > _MAX_I32 or call.Lq > _MAX_I32 or
@@ -224,7 +222,13 @@ class CudaBackend(Backend):
         return out, (lse if call.return_lse else None)
 
     def forward_varlen(self, call: AttentionCall):
-        """One fused launch for all sequences: the kernels read cu_seqlens (varlen_ops.py)."""
+        """One fused launch for all sequences: the kernels read cu_seqlens (varlen_ops.py; MLX:
+        mlx_attention.py)."""
+        if call.kind == "mlx":
+            from .mlx_attention import attention
+
+            out, lse = attention(call)
+            return out, (lse if call.return_lse else None)
         from . import varlen_ops
 
         out, lse = varlen_ops.fwd_varlen(call.q, call.k, call.v, call.cu_seqlens_q,

@@ -37,7 +37,7 @@ INT32_MAX = 2**31 - 1
 FWD_SCALARS = ("b", "hq", "hkv", "lq", "lk", "d", "d_v", "q_sb", "q_sh", "q_sl", "k_sb", "k_sh",
                "k_sl", "v_sb", "v_sh", "v_sl", "o_sb", "o_sh", "o_sl", "mask_type", "m_sb",
                "m_sh", "m_sq", "m_sk", "causal", "window_left", "window_right", "num_splits",
-               "scale", "scale_log2", "softcap")
+               "scale", "scale_log2", "softcap", "varlen", "total_q")
 BWD_SCALARS = ("do_sb", "do_sh", "do_sl", "dq_sb", "dq_sh", "dq_sl", "dk_sb", "dk_sh", "dk_sl",
                "dv_sb", "dv_sh", "dv_sl", "has_dlse", "deterministic")
 FLOAT_SCALARS = frozenset({"scale", "scale_log2", "softcap"})
@@ -68,21 +68,39 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def shapes(s: dict) -> dict:
+    """Shapes of q, out and lse (the lse, delta and dq_accum rows: lse_rows) of problem `s`.
+    Dense: [B, Hq, Lq, D], [B, Hq, Lq, Dv], [B, Hq, Lq]. Fused varlen (params.h): packed
+    [total_q, Hq, D], [total_q, Hq, Dv], lse [Hq, total_q]."""
+    Hq, D, Dv = s["hq"], s["d"], s["d_v"]
+    if s["varlen"]:
+        T = s["total_q"]
+        return dict(q=(T, Hq, D), out=(T, Hq, Dv), lse=(Hq, T), lse_rows=Hq * T)
+    B, Lq = s["b"], s["lq"]
+    return dict(q=(B, Hq, Lq, D), out=(B, Hq, Lq, Dv), lse=(B, Hq, Lq), lse_rows=B * Hq * Lq)
+
+
+FWD_INPUTS = ("q", "k", "v", "mask", "cu_q", "cu_k")
+
+
 def forward_launches(s: dict, dims: dict, config: int, splits: int, dtype: str,
                      bucket: int) -> list:
     """The forward of problem `s` (FWD_SCALARS values) with the planner's (config, splits) on
     the entries of (dtype, head-dim bucket) whose launch_dims are `dims`: the prefill or decode
-    kernel, then the combine when the key range is split."""
+    kernel, then the combine when the key range is split (dense only). Grids: launch.cuh
+    (varlen: b sequences and lq the longest, CTAs past a sequence's rows exit)."""
     tag = f"{TAGS[dtype]}_{bucket}"
     B, Hq, Lq, Dv = s["b"], s["hq"], s["lq"], s["d_v"]
     rows_per_cta, threads, smem = dims["prefill" if config == 0 else "decode"]
     ctas = ceil_div(Lq * (Hq // s["hkv"]), rows_per_cta) * B * s["hkv"]
     split = splits > 1
-    one = (1,)
+    if split and s["varlen"]:
+        raise ValueError("mlx_attn CUDA (MLX): varlen takes num_splits == 1")
+    one, sh = (1,), shapes(s)
     main = Launch(
-        f"ma_fwd_{'prefill' if config == 0 else 'decode'}_{tag}", ("q", "k", "v", "mask"),
+        f"ma_fwd_{'prefill' if config == 0 else 'decode'}_{tag}", FWD_INPUTS,
         ("", "", "o_accum", "lse_accum") if split else ("out", "lse", "", ""),
-        (one if split else (B, Hq, Lq, Dv), one if split else (B, Hq, Lq),
+        (one if split else sh["out"], one if split else sh["lse"],
          (splits, B, Hq, Lq, Dv) if split else one, (splits, B, Hq, Lq) if split else one),
         (dtype, "float32", "float32", "float32"), _grid(ctas, threads, "forward", splits),
         (threads, 1, 1), smem)
@@ -96,7 +114,7 @@ def forward_launches(s: dict, dims: dict, config: int, splits: int, dtype: str,
     return [main, combine]
 
 
-BWD_INPUTS = ("q", "k", "v", "mask", "lse", "dout", "dlse", "delta")
+BWD_INPUTS = ("q", "k", "v", "mask", "lse", "dout", "dlse", "delta", "cu_q", "cu_k")
 
 
 def backward_launches(s: dict, dims: dict, dtype: str, bucket: int, deterministic: bool,
@@ -104,10 +122,11 @@ def backward_launches(s: dict, dims: dict, dtype: str, bucket: int, deterministi
     """The backward as bwd_launch.cuh runs it. Default: delta pass, dK/dV with dQ atomics into
     a zero-filled float32 dq_accum, conversion. Deterministic: the dQ kernel (delta, dq), then
     dK/dV without atomics. Each launch's outputs: delta, dq, dk, dv, dq_accum (placeholders of
-    one element where that kernel writes nothing)."""
+    one element where that kernel writes nothing). Grids: bwd_launch.cuh."""
     tag = f"{TAGS[dtype]}_{bucket}"
     B, Hq, Hkv, Lq, Lk, D = s["b"], s["hq"], s["hkv"], s["lq"], s["lk"], s["d"]
-    q_shape = (B, Hq, Lq, D)
+    sh = shapes(s)
+    q_shape, lse_shape, lse_rows = sh["q"], sh["lse"], sh["lse_rows"]
     one, f32 = (1,), "float32"
     dq_rows, dq_threads, dq_smem = dims["bwd_dq"]
     kv_rows, kv_threads, kv_smem = dims["bwd_dkdv"]
@@ -117,7 +136,7 @@ def backward_launches(s: dict, dims: dict, dtype: str, bucket: int, deterministi
     if deterministic:
         return [
             Launch(f"ma_bwd_dq_{tag}", BWD_INPUTS, ("delta", "dq", "", "", ""),
-                   ((B, Hq, Lq), q_shape, one, one, one), dtypes,
+                   (lse_shape, q_shape, one, one, one), dtypes,
                    q_grid, (dq_threads, 1, 1), dq_smem, backward=True),
             Launch(f"ma_bwd_dkdv_{tag}", BWD_INPUTS, ("", "", "dk", "dv", ""),
                    (one, one, k_shape, v_shape, one), dtypes,
@@ -126,13 +145,13 @@ def backward_launches(s: dict, dims: dict, dtype: str, bucket: int, deterministi
     rows, threads, _ = dims["bwd_convert"]
     return [
         Launch(f"ma_bwd_delta_{tag}", BWD_INPUTS, ("delta", "", "", "", ""),
-               ((B, Hq, Lq), one, one, one, one), dtypes,
+               (lse_shape, one, one, one, one), dtypes,
                q_grid, (dq_threads, 1, 1), dq_smem, backward=True),
         Launch(f"ma_bwd_dkdv_{tag}", BWD_INPUTS, ("", "", "dk", "dv", "dq_accum"),
-               (one, one, k_shape, v_shape, (B * Hq * Lq, D)),
+               (one, one, k_shape, v_shape, (lse_rows, D)),
                dtypes, k_grid, (kv_threads, 1, 1), kv_smem, init_value=0.0, backward=True),
-        Launch(f"ma_bwd_convert_{tag}", ("dq_accum",), ("dq",), (q_shape,), (dtype,),
-               _grid(ceil_div(B * Hq * Lq, rows), threads, "dq conversion"), (threads, 1, 1),
+        Launch(f"ma_bwd_convert_{tag}", ("dq_accum", "cu_q"), ("dq",), (q_shape,), (dtype,),
+               _grid(ceil_div(lse_rows, rows), threads, "dq conversion"), (threads, 1, 1),
                backward=True),
     ]
 
