@@ -7,7 +7,8 @@ tests/cuda_emulator/test_cuda_emu_mlx.py.
 
 Forward and gradients: fp16/bf16, D in {40, 64, 72, 128}, L in {1, 7, 113, 128}, causal + GQA,
 bool/additive masks with window and softcap, lse with its gradient, split-KV (the planner's
-choice for a single query row over many keys), the deterministic backward (bitwise equal runs).
+choice for a single query row over many keys), the deterministic backward (bitwise equal runs),
+fused varlen (forward; its gradients are checked on the emulator).
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import pytest
 mx = pytest.importorskip("mlx.core")
 
 from contract.tolerance import fused_ok  # noqa: E402
-from mlx_attn import config, flash_attention  # noqa: E402
+from mlx_attn import config, flash_attention, flash_attention_varlen  # noqa: E402
 from mlx_attn.backends.cuda import CudaBackend  # noqa: E402
-from mlx_attn.reference import max_error, reference, reference_grads  # noqa: E402
+from mlx_attn.reference import max_error, reference, reference_grads, reference_varlen  # noqa: E402
 
 
 def _why_not() -> str | None:
@@ -112,3 +113,22 @@ def test_deterministic_backward_is_bitwise_stable(monkeypatch):
     finally:
         monkeypatch.delenv("MLX_ATTN_CUDA_DETERMINISTIC")
         config.reload()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_varlen_forward(dtype):
+    rng = np.random.default_rng(6)
+    lens_q, lens_k, Hq, Hkv, D = [5, 1, 130, 17], [9, 4, 130, 0], 8, 2, 64
+    mdt = getattr(mx, dtype)
+    q, k, v = (mx.array(rng.standard_normal(sh).astype(np.float32)).astype(mdt)
+               for sh in ((sum(lens_q), Hq, D), (sum(lens_k), Hkv, D), (sum(lens_k), Hkv, D)))
+    cq, ck = (np.concatenate([[0], np.cumsum(x)]).astype(np.int32) for x in (lens_q, lens_k))
+    args = (q, k, v, mx.array(cq), mx.array(ck), max(lens_q), max(lens_k))
+    out, lse = flash_attention_varlen(*args, causal=True, backend="cuda", return_lse=True)
+    m_out, m_lse = flash_attention_varlen(*args, causal=True, backend="math", return_lse=True)
+    r_out, r_lse = reference_varlen(*(_f32(x) for x in (q, k, v)), cq, ck, causal=True)
+    _assert(out, r_out, m_out, "out", dtype)
+    finite = np.isfinite(r_lse)  # the empty sequence's rows: -inf
+    assert np.array_equal(np.isfinite(np.array(lse)), finite)
+    _assert(mx.array(np.where(finite, np.array(lse), 0)), np.where(finite, r_lse, 0),
+            mx.array(np.where(finite, np.array(m_lse), 0)), "lse", dtype)

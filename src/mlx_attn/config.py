@@ -3,7 +3,9 @@
 MLX_ATTN        auto | flash | math | <backend name>   (default auto)
 MLX_ATTN_CHUNK  <n> | 0 | off                          (default: automatic chunking)
 MLX_ATTN_CUDA_EMULATE  1 | 0                           (default 0; a verification switch: the
-                cuda backend runs its kernels in the CUDA emulator, on torch CPU tensors)
+                cuda backend runs its kernels in the CUDA emulator, on torch CPU tensors, and
+                on MLX CPU arrays standing for CUDA arrays (the MLX launcher then calls the
+                emulator's stand-in for mx.fast.precompiled_cuda_kernel))
 MLX_ATTN_CUDA_DETERMINISTIC 1 | 0                      (default 0: the cuda backend's MLX launcher
                 computes dQ without float atomics, the same bits every run; torch callers use
                 torch.use_deterministic_algorithms instead)

@@ -95,9 +95,9 @@ __device__ __forceinline__ FwdParams flat_fwd(const T* q, const T* k, const T* v
 
 // The backward kernels share one signature: q, k, v, mask, lse, dout, dlse (a placeholder
 // unless has_dlse), delta_in (dK/dV reads the delta pass's output; a placeholder for the
-// others), cu_seqlens_q / _k in; delta_out, dq, dk, dv, dq_accum out (each kernel writes its own; the others are
-// placeholders).  `delta` / `dq_accum` say which buffers this kernel uses for p.delta and
-// p.dq_accum.
+// others), cu_seqlens_q / _k in; delta_out, dq, dk, dv, dq_accum out (each kernel writes its
+// own; the others are placeholders).  `delta` / `dq_accum` say which buffers this kernel uses
+// for p.delta and p.dq_accum.
 template <typename T>
 __device__ __forceinline__ BwdParams flat_bwd(const T* q, const T* k, const T* v, const void* mask,
                                               const float* lse, const T* dout, const float* dlse,
