@@ -180,11 +180,15 @@ def image_reason(dtype: str, bucket: int) -> str:
     return ""
 
 
-@functools.cache
 def image(dtype: str, bucket: int) -> bytes:
     """The kernel image MLX loads: PTX (NUL-terminated, as cuModuleLoadData wants it), or under
     the emulator the entry source it compiles."""
-    if emulated():
+    return _image(dtype, bucket, emulated())
+
+
+@functools.cache  # per mode: MLX_ATTN_CUDA_EMULATE may change within a process
+def _image(dtype: str, bucket: int, emulate: bool) -> bytes:
+    if emulate:
         return importlib.import_module(EMULATOR_MODULE).kernel_source(dtype, bucket).encode()
     reason = image_reason(dtype, bucket)
     if reason:
@@ -192,8 +196,14 @@ def image(dtype: str, bucket: int) -> bytes:
     return gzip.decompress(image_path(dtype, bucket).read_bytes()) + b"\0"
 
 
-@functools.cache
 def launch_dims(bucket: int) -> dict:
+    """{kernel: (rows per CTA, threads, dynamic smem bytes)} of a head-dim bucket, from the
+    bridge (launch_dims.cuh)."""
+    return _launch_dims(bucket, emulated())
+
+
+@functools.cache
+def _launch_dims(bucket: int, emulate: bool) -> dict:
     return dict(extension().launch_dims(bucket))
 
 
