@@ -58,7 +58,11 @@ class CudaBackend(Backend):
         if not torch_reasons:
             return []
         mlx = self.mlx_reasons()
-        return [f"{torch_reasons[0]}; MLX arrays: {mlx[0]}"] if mlx else []
+        if not mlx:
+            return []
+        if mlx[0] == torch_reasons[0]:  # the same cause (the extension missing): said once
+            return [torch_reasons[0]]
+        return [f"{torch_reasons[0]}; MLX arrays: {mlx[0]}"]
 
     def torch_reasons(self) -> list[str]:
         # cached per mode: MLX_ATTN_CUDA_EMULATE may change within a process (config.reload)
