@@ -9,6 +9,7 @@
 #                 `pip install --no-build-isolation --no-deps .` when scikit-build-core is
 #                 importable, else (or if that fails) a plain cmake build staged with PYTHONPATH
 #   3. pytest     tests/test_cuda_{gpu,ops,backend,ext}.py (MLX_ATTN_REQUIRE_CUDA_EXT=1)
+#   3b. pytest_mlx  tests/test_cuda_gpu_mlx.py, test_cuda_mlx_ptx.py when mlx has CUDA
 #   4. memcheck   compute-sanitizer --tool memcheck   on forward + backward, every configuration
 #   5. racecheck  compute-sanitizer --tool racecheck  on the same script
 #   6. bench      benchmarks/bench_cuda.py, default grid
@@ -118,6 +119,9 @@ build_cmake() {
   so=$(find "$WORK/build" -name '_cuda*.so' | head -n1)
   [[ -n "$so" ]] || { echo "no _cuda*.so built"; return 4; }
   mkdir -p "$STAGE" && cp -r src/mlx_attn "$STAGE/" && cp "$so" "$STAGE/mlx_attn/backends/cuda/"
+  # the PTX of the MLX entry points (package data in a wheel)
+  mkdir -p "$STAGE/mlx_attn/backends/cuda/kernels"
+  cp "$WORK"/build/cuda_bridge/mlx_ptx/*.ptx.gz "$STAGE/mlx_attn/backends/cuda/kernels/" 2> /dev/null || true
 }
 
 check_ext() {
@@ -146,6 +150,14 @@ PYTEST_ARGS=(-q -p no:cacheprovider -rfE --junitxml="$OUT_DIR/pytest.xml")
 "$PY" -c 'import xdist' 2> /dev/null && PYTEST_ARGS+=(-n 4)
 run_step pytest 200 120 env MLX_ATTN_REQUIRE_CUDA_EXT=1 "$PY" -m pytest "${PYTEST_ARGS[@]}" \
   tests/test_cuda_gpu.py tests/test_cuda_ops.py tests/test_cuda_backend.py tests/test_cuda_ext.py
+
+# ---- 3b. MLX arrays on the CUDA kernels, when an mlx[cuda] wheel is installed -----------------
+if "$PY" -c 'import sys, mlx.core as mx; sys.exit(0 if mx.cuda.is_available() else 1)' 2> /dev/null; then
+  run_step pytest_mlx 150 100 "$PY" -m pytest -q -p no:cacheprovider -rfE \
+    tests/test_cuda_gpu_mlx.py tests/test_cuda_mlx_ptx.py
+else
+  log "pytest_mlx: no mlx with CUDA here (pip install 'mlx[cuda13]'): the MLX path is not checked"
+fi
 
 # ---- 4-5. compute-sanitizer -----------------------------------------------------------------
 SANITIZER=$(command -v compute-sanitizer)

@@ -24,7 +24,7 @@ DENSE = dict(scale=None, causal=False, mask=None, window=None, softcap=None, ret
 
 def test_declarations():
     b = CudaBackend()
-    assert b.dtypes == {"float16", "bfloat16"} and b.array_kinds == {"torch"}
+    assert b.dtypes == {"float16", "bfloat16"} and b.array_kinds == {"torch", "mlx"}
     assert {"causal", "mask", "window", "softcap", "lse", "gqa", "dv", "backward",
             "varlen"} <= b.features
     assert 40 in b.head_dims and 72 in b.head_dims and 256 in b.head_dims
@@ -109,7 +109,7 @@ def test_numpy_arrays_rejected(available):
 
     q = np.zeros((1, 2, 5, 64), dtype=np.float16)
     call = check_dense(q, q, q, **DENSE)
-    assert any("takes torch arrays" in r for r in available.not_supported_reasons(call))
+    assert any("takes mlx, torch arrays" in r for r in available.not_supported_reasons(call))
 
 
 def test_layout_reasons():
@@ -157,3 +157,72 @@ def test_varlen_slicing_matches_reference(cu_q, cu_k, causal):
     assert out.shape == (cu_q[-1], Hq, D) and lse.shape == (Hq, cu_q[-1])
     assert passes(max_error(out, ref_out), max_error(math_out, ref_out))
     assert max_error(lse, ref_lse) < 1e-3
+
+
+# -- MLX arrays (mlx_launch.py / mlx_attention.py): why they cannot reach the kernels -------------
+@pytest.fixture
+def mlx_cuda(monkeypatch):
+    """MLX claiming CUDA, an extension with one sm_90 device: each test removes one piece."""
+    mx = pytest.importorskip("mlx.core")
+    from mlx_attn.backends.cuda import mlx_launch
+
+    monkeypatch.setattr(cuda_backend, "extension", lambda: _FakeExt(1))
+    if getattr(mx, "cuda", None) is not None:
+        monkeypatch.setattr(mx.cuda, "is_available", lambda: True)
+    if not hasattr(mx.fast, "precompiled_cuda_kernel"):
+        pytest.skip(f"mlx {mx.__version__} has no mx.fast.precompiled_cuda_kernel")
+    return mx, mlx_launch
+
+
+def test_mlx_reason_when_mlx_has_no_cuda(monkeypatch, mlx_cuda):
+    mx, _ = mlx_cuda
+    monkeypatch.setattr(mx.cuda, "is_available", lambda: False)
+    reasons = CudaBackend().mlx_reasons()
+    assert len(reasons) == 1 and "mx.cuda.is_available() is False" in reasons[0], reasons
+
+
+def test_mlx_reason_without_precompiled_cuda_kernel(monkeypatch, mlx_cuda):
+    mx, _ = mlx_cuda
+    monkeypatch.delattr(mx.fast, "precompiled_cuda_kernel")
+    reasons = CudaBackend().mlx_reasons()
+    assert len(reasons) == 1 and "precompiled_cuda_kernel" in reasons[0], reasons
+
+
+def test_mlx_reason_when_the_ptx_is_missing(monkeypatch, tmp_path, mlx_cuda):
+    _, mlx_launch = mlx_cuda
+    monkeypatch.setattr(mlx_launch, "KERNEL_DIR", tmp_path)
+    reasons = CudaBackend().mlx_reasons()
+    assert len(reasons) == 1 and "no PTX" in reasons[0], reasons
+    assert "mlx_fp16_hdim64.ptx.gz missing" in mlx_launch.image_reason("float16", 64)
+
+
+def test_mlx_reason_on_an_old_gpu(monkeypatch, mlx_cuda):
+    monkeypatch.setattr(cuda_backend, "extension", lambda: _FakeExt(1, (7, 5)))
+    reasons = CudaBackend().mlx_reasons()
+    assert len(reasons) == 1 and "compute capability 7.5" in reasons[0], reasons
+
+
+def test_mlx_ready_when_every_piece_is_there(monkeypatch, tmp_path, mlx_cuda):
+    _, mlx_launch = mlx_cuda
+    (tmp_path / "mlx_fp16_hdim64.ptx.gz").write_bytes(b"")
+    monkeypatch.setattr(mlx_launch, "KERNEL_DIR", tmp_path)
+    assert CudaBackend().mlx_reasons() == []
+
+
+def test_one_availability_line_for_both_launchers(monkeypatch):
+    monkeypatch.setattr(CudaBackend, "_availability_reasons", lambda self: ["torch: no"])
+    monkeypatch.setattr(CudaBackend, "_mlx_reasons", lambda self: ["mlx: no"])
+    assert CudaBackend().availability_reasons == ["torch: no; MLX arrays: mlx: no"]
+    monkeypatch.setattr(CudaBackend, "_mlx_reasons", lambda self: [])
+    assert CudaBackend().availability_reasons == []
+
+
+def test_mlx_arrays_past_int32_strides_are_declined(available):
+    mx = pytest.importorskip("mlx.core")
+    from mlx_attn.backends.cuda.mlx_attention import size_reasons
+
+    q = mx.zeros((1, 2, 5, 64), dtype=mx.float16)
+    call = check_dense(q, q, q, **DENSE)
+    assert size_reasons(call) == []
+    call.Lq = 2**30  # shapes only: the rule reads the call's sizes
+    assert "2^31 - 1 elements" in size_reasons(call)[0]

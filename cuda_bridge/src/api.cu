@@ -10,6 +10,7 @@
 #include "mlx_attn_cuda/api.h"
 #include "mlx_attn_cuda/blocks.h"
 #include "mlx_attn_cuda/fwd_kernel.cuh"
+#include "mlx_attn_cuda/launch_dims.cuh"
 #include "mlx_attn_cuda/traits.h"
 
 #ifndef MLX_ATTN_CUDA_ARCHS
@@ -181,6 +182,8 @@ std::vector<int> built_head_dims() {
 }
 
 std::string built_archs() { return MLX_ATTN_CUDA_ARCHS; }
+
+LaunchDims launch_dims(int bucket) { return launch_dims_table(bucket); }
 
 namespace {
 

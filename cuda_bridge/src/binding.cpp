@@ -419,6 +419,20 @@ NB_MODULE(_cuda, m) {
   m.def("head_dims", &built_head_dims, "Head-dim buckets compiled into this build.");
   m.def("archs", &built_archs, "CUDA architectures this build was compiled for.");
   m.def(
+      "launch_dims",
+      [](int bucket) {
+        const LaunchDims ld = launch_dims(bucket);
+        nb::dict d;
+        const std::pair<const char*, const KernelDims*> kernels[] = {
+            {"prefill", &ld.prefill}, {"decode", &ld.decode}, {"combine", &ld.combine},
+            {"bwd_dq", &ld.bwd_dq},   {"bwd_dkdv", &ld.bwd_dkdv}, {"bwd_convert", &ld.bwd_convert}};
+        for (const auto& [name, k] : kernels) d[name] = nb::make_tuple(k->rows, k->threads, k->smem);
+        return d;
+      },
+      nb::arg("bucket"),
+      "{kernel: (rows per CTA, threads per CTA, dynamic shared memory bytes)} of head-dim bucket "
+      "`bucket` (launch_dims.cuh), for the MLX launcher.");
+  m.def(
       "head_dim_bucket", [](int d, int dv) -> int { return mlx_attn_cuda::head_dim_bucket(d, dv); }, nb::arg("d"),
       nb::arg("dv"), "The kernel bucket (32..256) serving head dims d and dv, 0 if none.");
 }

@@ -161,6 +161,17 @@ def plan(q, k, v, *, causal=False, window=None, num_sms: int = 108, dtype=None) 
     return ("prefill", "decode")[config.value], splits.value
 
 
+_KERNELS = ("prefill", "decode", "combine", "bwd_dq", "bwd_dkdv", "bwd_convert")
+
+
+def launch_dims(bucket: int) -> dict:
+    """{kernel: (rows per CTA, threads, dynamic smem bytes)} from launch_dims.cuh, as the
+    bridge's launch_dims()."""
+    out = (ctypes.c_int * 18)()
+    library("float16", bucket if bucket in HEAD_DIMS else 64).lib.emu_launch_dims(ctypes.c_int64(bucket), out)
+    return {name: tuple(out[3 * i:3 * i + 3]) for i, name in enumerate(_KERNELS)}
+
+
 def _run(lib_mod, fn: str, a: _Attn):
     err = ctypes.create_string_buffer(16384)
     if lib_mod.call(fn, ctypes.byref(a), err, len(err)):

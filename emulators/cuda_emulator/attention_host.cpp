@@ -8,6 +8,7 @@
 #include "mlx_attn_cuda/blocks.h"
 #include "mlx_attn_cuda/bwd_launch.cuh"
 #include "mlx_attn_cuda/launch.cuh"
+#include "mlx_attn_cuda/launch_dims.cuh"
 #include "mlx_attn_cuda/traits.h"
 
 #define EMU_EXPAND(M, ...) M(__VA_ARGS__)
@@ -86,6 +87,14 @@ __attribute__((visibility("default"))) void emu_plan_varlen(const EmuAttn* a, in
   const FwdParams p = fwd_params(*a);
   const TileSizes t = tile_sizes(head_dim_bucket(p.d, p.dv));
   *config = make_plan_varlen(p, (int)a->num_sms, t.prefill_m, t.decode_m).config;
+}
+
+// launch_dims.cuh's table (the bridge's launch_dims()): rows, threads, smem of the prefill,
+// decode, combine, bwd_dq, bwd_dkdv and bwd_convert kernels, 18 ints.
+__attribute__((visibility("default"))) void emu_launch_dims(int64_t bucket, int* out) {
+  const LaunchDims ld = launch_dims_table((int)bucket);
+  const KernelDims* ks[] = {&ld.prefill, &ld.decode, &ld.combine, &ld.bwd_dq, &ld.bwd_dkdv, &ld.bwd_convert};
+  for (int i = 0; i < 6; ++i) out[3 * i] = ks[i]->rows, out[3 * i + 1] = ks[i]->threads, out[3 * i + 2] = ks[i]->smem;
 }
 
 __attribute__((visibility("default"))) int emu_fwd(const EmuAttn* a, char* err, int len) {

@@ -44,6 +44,10 @@ def head_dims() -> list:
     return list(attention.HEAD_DIMS)
 
 
+def launch_dims(bucket: int) -> dict:
+    return attention.launch_dims(bucket)
+
+
 def _override():
     """(config or None, splits or None) from MLX_ATTN_CUDA_CONFIG / MLX_ATTN_CUDA_SPLITS."""
     config = os.environ.get("MLX_ATTN_CUDA_CONFIG", "").strip().lower()

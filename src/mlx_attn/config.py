@@ -3,7 +3,12 @@
 MLX_ATTN        auto | flash | math | <backend name>   (default auto)
 MLX_ATTN_CHUNK  <n> | 0 | off                          (default: automatic chunking)
 MLX_ATTN_CUDA_EMULATE  1 | 0                           (default 0; a verification switch: the
-                cuda backend runs its kernels in the CUDA emulator, on torch CPU tensors)
+                cuda backend runs its kernels in the CUDA emulator, on torch CPU tensors, and
+                on MLX CPU arrays standing for CUDA arrays (the MLX launcher then calls the
+                emulator's stand-in for mx.fast.precompiled_cuda_kernel))
+MLX_ATTN_CUDA_DETERMINISTIC 1 | 0                      (default 0: the cuda backend's MLX launcher
+                computes dQ without float atomics, the same bits every run; torch callers use
+                torch.use_deterministic_algorithms instead)
 MLX_ATTN_METAL_EMULATE 1 | 0                           (default 0; a verification switch: the
                 metal backend takes torch CPU tensors as if on `mps` and runs its torch
                 launcher on the MSL emulator's stand-in for torch.mps.compile_shader)
@@ -47,6 +52,11 @@ def cuda_emulate() -> bool:
 
 
 @functools.cache
+def cuda_deterministic() -> bool:
+    return _switch("MLX_ATTN_CUDA_DETERMINISTIC")
+
+
+@functools.cache
 def metal_emulate() -> bool:
     return _switch("MLX_ATTN_METAL_EMULATE")
 
@@ -75,6 +85,7 @@ def reload() -> None:
     requested_backend.cache_clear()
     chunk_setting.cache_clear()
     cuda_emulate.cache_clear()
+    cuda_deterministic.cache_clear()
     metal_emulate.cache_clear()
     for hook in _RELOAD_HOOKS:
         hook()

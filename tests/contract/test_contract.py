@@ -5,7 +5,9 @@ Backends: `math` and `cpu` (numpy, torch and MLX CPU arrays), `metal` under the 
 emulator (MLX arrays: msl_emulator.metal_kernel as its kernel factory; torch CPU tensors under
 MLX_ATTN_METAL_EMULATE=1: the torch launcher on msl_emulator.torch_mps.compile_shader), `cuda` (torch CUDA tensors on a GPU;
 without one, torch CPU tensors under MLX_ATTN_CUDA_EMULATE=1: the real kernel sources in the
-project's CUDA emulator, through the same dispatch, custom ops and autograd). Each backend runs exactly the cases its
+project's CUDA emulator, through the same dispatch, custom ops and autograd; and `cuda-mlx`: MLX
+CPU arrays standing for CUDA arrays under the same switch, through the MLX launcher and the
+emulator's stand-in for mx.fast.precompiled_cuda_kernel). Each backend runs exactly the cases its
 own `not_supported_reasons(call)` accepts: the cases are filtered at collection time on the
 AttentionCall of each case (`mlx_attn.validate.check_dense` / `check_varlen` on zeros).
 
@@ -55,7 +57,8 @@ def _switched_on(variable: str):
 
 
 def cuda_emulation():
-    """MLX_ATTN_CUDA_EMULATE=1 for the duration (the cuda backend then takes torch CPU tensors)."""
+    """MLX_ATTN_CUDA_EMULATE=1 for the duration (the cuda backend then takes torch CPU tensors
+    and MLX CPU arrays)."""
     return _switched_on("MLX_ATTN_CUDA_EMULATE")
 
 
@@ -148,8 +151,11 @@ def _params():
                     emulated_cuda = name == "cuda" and CUDA_EMULATED
                     torch_metal = (name == "metal" and kind == "torch" and METAL_TORCH_EMULATED
                                    and backend is not None)
-                    if emulated_cuda and kind == "torch":
-                        with cuda_emulation():
+                    if emulated_cuda and kind in ("torch", "mlx"):
+                        with cuda_emulation():  # MLX CPU arrays stand for CUDA arrays
+                            if kind == "mlx":
+                                _mlx_device(name, False)
+                                call = placeholder_call(case, kind, dtype)
                             if not backend.available or backend.not_supported_reasons(call):
                                 continue
                     elif torch_metal:
@@ -158,7 +164,7 @@ def _params():
                                 continue
                     elif backend is None or not backend.available:
                         continue
-                    if kind == "mlx":
+                    if kind == "mlx" and not emulated_cuda:
                         _mlx_device(name, not emulated)
                         call = placeholder_call(case, kind, dtype)
                     if not (emulated_cuda or torch_metal) and backend.not_supported_reasons(call):
@@ -208,7 +214,7 @@ def emulated_metal():
 def test_contract(backend, case, kind, dtype):
     if kind == "mlx":
         _mlx_device(backend, REAL_METAL)
-    if backend == "cuda" and kind == "torch":  # emulated
+    if backend == "cuda" and kind in ("torch", "mlx"):  # emulated (MLX: the CPU device)
         with cuda_emulation():
             run(backend, case, kind, dtype)
         return

@@ -40,6 +40,21 @@ PlanResult plan(const FwdParams& p, int device);
 // blocks.h make_plan_varlen, always one split.
 PlanResult plan_varlen(const FwdParams& p, int device);
 
+// Threads, dynamic shared memory and rows per CTA of each kernel (launch_dims.cuh), for the
+// MLX launcher, which starts the flat-argument entry points (mlx_entries.cuh) itself.
+struct KernelDims {
+  int rows = 0;     // query rows (keys for dK/dV, lse rows for the conversion) per CTA
+  int threads = 0;  // threads per CTA
+  int smem = 0;     // dynamic shared memory, bytes
+};
+
+struct LaunchDims {
+  KernelDims prefill, decode, combine;      // forward: launch.cuh launch_fwd_traits
+  KernelDims bwd_dq, bwd_dkdv, bwd_convert;  // backward: bwd_launch.cuh launch_bwd
+};
+// Zeros for a bucket that is not one of 32..256.
+LaunchDims launch_dims(int bucket);
+
 // Launch on `stream` (a cudaStream_t as an integer; 0 = the legacy default stream) of
 // `device`.  p must be fully checked (binding.cpp; varlen: binding_varlen.cpp, p.cu_seqlens_q/k
 // set, num_splits 1, no mask).  Throws std::runtime_error on a CUDA error

@@ -57,7 +57,7 @@ MA_HD int64_t row_offset(const FwdParams& f, int64_t row, int64_t sb, int64_t sh
 
 // dq = dq_accum (float32) in the input dtype; one warp per lse row.
 template <typename T>
-__global__ void __launch_bounds__(128) bwd_dq_convert_kernel(const BwdParams p) {
+__device__ __forceinline__ void bwd_dq_convert_block(const BwdParams& p) {
   const FwdParams& f = p.f;
   const int64_t row = (int64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
@@ -66,6 +66,11 @@ __global__ void __launch_bounds__(128) bwd_dq_convert_kernel(const BwdParams p) 
   const float* acc = p.dq_accum + row * f.d;
   for (int d = 2 * lane; d < f.d; d += 64)
     *reinterpret_cast<uint32_t*>(dq + d) = pack2<T>(acc[d], acc[d + 1]);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(128) bwd_dq_convert_kernel(const BwdParams p) {
+  bwd_dq_convert_block<T>(p);
 }
 
 // lse and delta of queries i0 .. i0 + n of head h into shared memory (-inf / 0 past the end).
@@ -80,8 +85,10 @@ __device__ __forceinline__ void load_row_stats(const BwdParams& p, const TileAt&
   }
 }
 
+// Kernel bodies are device functions so that the __global__ kernels and the flat-argument
+// entry points for MLX (mlx_entries.cuh) run the same code.
 template <class Tr>
-__global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dkdv_kernel(const BwdParams p) {
+__device__ __forceinline__ void bwd_dkdv_block(const BwdParams& p) {
 #if MA_BWD_DEVICE
   using T = typename Tr::T;
   constexpr int kBM = Tr::kBlockM, kBN = Tr::kBlockN, kD = Tr::kHeadDim, kS = Tr::kStages;
@@ -225,6 +232,11 @@ __global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dkdv_kernel(const BwdPar
 #endif
 }
 
+template <class Tr>
+__global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dkdv_kernel(const BwdParams p) {
+  bwd_dkdv_block<Tr>(p);
+}
+
 // The delta pass and the deterministic dQ: a CTA per (query tile, query head, batch entry /
 // sequence) with Q, dO and lse resident, walking the key blocks its queries can see.
 //   pass 1  delta = sum_j P_ij dP_ij - dlse (float32, from the recomputed S and dP tiles; fixed
@@ -239,7 +251,7 @@ __global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dkdv_kernel(const BwdPar
 // math path, which computes the sum from P and dP as here (SPEC criterion: at most 2x).  The
 // price is the S and dP products once more (2 of the backward's 5 GEMMs).
 template <class Tr, bool kWithDq>
-__global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dq_kernel(const BwdParams p) {
+__device__ __forceinline__ void bwd_dq_block(const BwdParams& p) {
 #if MA_BWD_DEVICE
   using T = typename Tr::T;
   constexpr int kBM = Tr::kBlockM, kBN = Tr::kBlockN, kD = Tr::kHeadDim, kS = Tr::kStages;
@@ -376,6 +388,11 @@ __global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dq_kernel(const BwdParam
     });
   }
 #endif
+}
+
+template <class Tr, bool kWithDq>
+__global__ void __launch_bounds__(Tr::kNThreads, 1) bwd_dq_kernel(const BwdParams p) {
+  bwd_dq_block<Tr, kWithDq>(p);
 }
 
 }  // namespace mlx_attn_cuda

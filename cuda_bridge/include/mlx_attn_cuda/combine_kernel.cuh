@@ -30,7 +30,7 @@ __device__ __forceinline__ float warp_sum(float x) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(32 * kCombineRowsPerCta) combine_kernel(const FwdParams p) {
+__device__ __forceinline__ void combine_block(const FwdParams& p) {
   __shared__ float weight[kCombineRowsPerCta][kMaxSplits];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t total = (int64_t)p.b * p.hq * p.lq;
@@ -71,6 +71,11 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerCta) combine_kernel(const 
     *reinterpret_cast<uint32_t*>(orow + col) = pack2<T>(x, y);
   }
   if (lane == 0) p.lse[row] = lse;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(32 * kCombineRowsPerCta) combine_kernel(const FwdParams p) {
+  combine_block<T>(p);
 }
 
 }  // namespace mlx_attn_cuda

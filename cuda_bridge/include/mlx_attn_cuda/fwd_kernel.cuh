@@ -48,8 +48,10 @@
 
 namespace mlx_attn_cuda {
 
+// The kernel body, a device function so that fwd_kernel below and the flat-argument entry
+// points for MLX (mlx_entries.cuh) run the same code.
 template <class Tr>
-__global__ void __launch_bounds__(Tr::kNThreads, Tr::kMinBlocks) fwd_kernel(const FwdParams p) {
+__device__ __forceinline__ void fwd_block(const FwdParams& p) {
 // Device code for sm_80+ (the host pass of nvcc sees an empty body), or the host emulator.
 #if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || defined(MLX_ATTN_CUDA_EMULATE)
   using T = typename Tr::T;
@@ -277,6 +279,11 @@ __global__ void __launch_bounds__(Tr::kNThreads, Tr::kMinBlocks) fwd_kernel(cons
     }
   }
 #endif
+}
+
+template <class Tr>
+__global__ void __launch_bounds__(Tr::kNThreads, Tr::kMinBlocks) fwd_kernel(const FwdParams p) {
+  fwd_block<Tr>(p);
 }
 
 }  // namespace mlx_attn_cuda
