@@ -300,7 +300,9 @@ void forward(const Problem& p_in) {
   // row block otherwise streams them from L3 or memory: fp32 D=128 at L=16k ran ~7% slower than
   // at 8k); single blocks otherwise, which balance better.
   const int64_t kv_bytes = int64_t(maxLk) * (p.D + p.Dv) * (p.dtype == F32 ? 4 : 2);
-  const int per_item = use_small || kv_bytes <= (int64_t(1) << 20) ? 1 : kRowGroup;
+  const bool shared_packs = K.bf16_packs_keys && p.dtype == BF16;
+  const int per_item =
+      use_small || (kv_bytes <= (int64_t(1) << 20) && !shared_packs) ? 1 : kRowGroup;
   struct Item { int first, n; int64_t est; };
   std::vector<Item> items;
   for (int i = 0; i < nb;) {

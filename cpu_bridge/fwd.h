@@ -460,8 +460,11 @@ void fwd_group_t(const Problem& p, const Rows* R, int nr, int kbeg, int kend, fl
   for (int j0 = lo; j0 < hi; j0 += BK) {
     const int nk = imin(BK, hi - j0);
     const KVTile t = kv_tile<DT>(p, kbase, vbase, j0, nk, sc);
-    for (int g = 0; g < nr; ++g)  // blocks whose keys this tile does not touch skip it whole
-      if (j0 < st[g].khi && j0 + nk > st[g].klo) row_key_block_nv<DT>(p, st[g], j0, nk, t, sc);
+    // blocks whose keys this tile does not touch skip it whole; a block whose keys end inside
+    // it (causal / window: the group's tiles cover the union of its blocks' keys) stops there
+    for (int g = 0; g < nr; ++g)
+      if (j0 < st[g].khi && j0 + nk > st[g].klo)
+        row_key_block_nv<DT>(p, st[g], j0, imin(nk, st[g].khi - j0), t, sc);
   }
   for (int g = 0; g < nr; ++g) row_end<DT>(p, st[g], partials ? partials[g] : nullptr);
 }

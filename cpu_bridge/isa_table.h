@@ -18,7 +18,7 @@
 namespace mlx_attn_cpu {
 const IsaKernels& ATTN_TABLE_FN(ATTN_NS)() {
   static const IsaKernels k = {
-      ATTN_ISA_NAME, ATTN_NS::W, ATTN_NS::BQ,
+      ATTN_ISA_NAME, ATTN_NS::W, ATTN_NS::BQ, ATTN_NS::kAmx,
       ATTN_NS::fwd_ws_floats, ATTN_NS::fwd_rows, ATTN_NS::fwd_partial_floats,
       ATTN_NS::fwd_merge, ATTN_SMALL(ATTN_NS),
       ATTN_NS::bwd_ws_floats, ATTN_NS::dq_acc_layout, ATTN_NS::bwd_keys, ATTN_NS::bwd_dq,

@@ -57,6 +57,9 @@ struct IsaKernels {
   const char* name;
   int W;          // lanes per vector
   int rows;       // query rows per forward row block (NV * W)
+  // bf16 forward packs each key block (AMX: K padded, V transposed), so row blocks of one head
+  // always share it (fwd_rows groups), not only when K and V outgrow the L2 cache
+  bool bf16_packs_keys;
   // forward
   size_t (*fwd_ws)(const Problem&);  // floats of per-thread workspace
   // nr (<= kRowGroup) row blocks of one (sequence, kv head) against keys [k0, k1); partials ==
