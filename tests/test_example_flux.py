@@ -57,9 +57,13 @@ def test_mlx_flux_matches_diffusers_on_the_same_weights(pipeline_dir):
     native = _ours(folder, inputs, flux_mlx.native_attention)
     scale = np.abs(ref).max()
     # float32 through 4 blocks: MLX and torch round differently, so judge relative to the
-    # output's size and to torch's own float32 error
+    # output's size, to torch's own float32 error and to the same MLX model's error with MLX's
+    # own attention (MLX's float32 matmuls differ by CPU: on an AMX Xeon the model with
+    # mx.fast attention was 2.1e-5 * scale off, over the fixed bound)
+    native_err = np.abs(native - ref).max()
     assert np.abs(theirs - ref).max() < 1e-4 * scale
-    assert np.abs(ours - ref).max() <= max(4 * np.abs(theirs - ref).max(), 2e-5 * scale)
+    assert np.abs(ours - ref).max() <= max(4 * np.abs(theirs - ref).max(), 2 * native_err,
+                                           2e-5 * scale)
     assert np.abs(ours - native).max() <= 1e-4 * scale      # mlx_attn vs mx.fast inside
 
 
