@@ -287,7 +287,9 @@ double fma_peak(const std::string& name, double seconds, int threads) {
   if (name == "avx2") fn = fma_loop_avx2;
   if (name == "avx512") fn = fma_loop_avx512;
   if (name == "avx512bf16") fn = fma_loop_avx512bf16;
+#ifdef MLX_ATTN_AMX
   if (name == "avx512amx") fn = fma_loop_avx512amx;
+#endif
 #endif
 #if defined(__aarch64__)
   if (name == "neon") fn = fma_loop_neon;

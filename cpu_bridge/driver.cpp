@@ -35,6 +35,7 @@ namespace {
 std::atomic<int> g_threads{0};
 std::atomic<const IsaKernels*> g_isa{nullptr};
 
+#ifdef MLX_ATTN_AMX
 // Linux hands out the AMX tile state (8 KB per thread) only on request, once per process; a tile
 // instruction without it is SIGILL. Other systems: no AMX path.
 bool amx_permitted() {
@@ -48,6 +49,7 @@ bool amx_permitted() {
   return false;
 #endif
 }
+#endif
 
 bool cpu_has(const char* what) {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -58,9 +60,11 @@ bool cpu_has(const char* what) {
            __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   if (!std::strcmp(what, "avx512bf16"))
     return cpu_has("avx512") && __builtin_cpu_supports("avx512bf16");
+#ifdef MLX_ATTN_AMX
   if (!std::strcmp(what, "avx512amx"))
     return cpu_has("avx512bf16") && __builtin_cpu_supports("amx-tile") &&
            __builtin_cpu_supports("amx-bf16") && amx_permitted();
+#endif
   if (!std::strcmp(what, "avx2"))
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("f16c");
@@ -86,7 +90,9 @@ bool cpu_has(const char* what) {
 const IsaKernels* isa_by_name(const std::string& name) {
 #if defined(__x86_64__) || defined(_M_X64)
   if (name == "avx512bf16" && cpu_has("avx512bf16")) return &kernels_avx512bf16();
+#ifdef MLX_ATTN_AMX  // built with a compiler that has the AMX flags (CMakeLists.txt)
   if (name == "avx512amx" && cpu_has("avx512amx")) return &kernels_avx512amx();
+#endif
   if (name == "avx512" && cpu_has("avx512")) return &kernels_avx512();
   if (name == "avx2" && cpu_has("avx2")) return &kernels_avx2();
 #endif
