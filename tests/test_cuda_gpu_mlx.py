@@ -18,6 +18,7 @@ import pytest
 mx = pytest.importorskip("mlx.core")
 
 from contract.tolerance import fused_ok  # noqa: E402
+from cuda_mlx_inputs import mlx_inputs  # noqa: E402
 from mlx_attn import config, flash_attention, flash_attention_varlen  # noqa: E402
 from mlx_attn.backends.cuda import CudaBackend  # noqa: E402
 from mlx_attn.reference import max_error, reference, reference_grads, reference_varlen  # noqa: E402
@@ -53,15 +54,7 @@ def _assert(got, ref, math, what, dtype):
 def check(dtype, B, Hq, Hkv, Lq, Lk, D, seed=0, mask=None, **kw):
     rng = np.random.default_rng(seed)
     mdt = getattr(mx, dtype)
-    q, k, v = (mx.array(rng.standard_normal(s).astype(np.float32)).astype(mdt)
-               for s in ((B, Hq, Lq, D), (B, Hkv, Lk, D), (B, Hkv, Lk, D)))
-    m = None
-    if mask == "bool":
-        keep = rng.random((B, 1, Lq, Lk)) > 0.3
-        keep[..., 0] = True
-        m = mx.array(keep)
-    elif mask == "additive":
-        m = mx.array(rng.standard_normal((1, Hq, Lq, Lk)).astype(np.float32))
+    q, k, v, m = mlx_inputs(rng, dtype, B, Hq, Hkv, Lq, Lk, D, mask=mask)
     kw = dict(kw, mask=m)
     ref_kw = dict(kw, mask=None if m is None else np.array(m))
     f32 = [_f32(x) for x in (q, k, v)]

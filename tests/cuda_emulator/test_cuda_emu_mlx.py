@@ -14,6 +14,7 @@ mx = pytest.importorskip("mlx.core")
 
 from contract.tolerance import assert_fused, assert_lse  # noqa: E402
 from cuda_emu_cases import _same_nans  # noqa: E402
+from cuda_mlx_inputs import mlx_inputs  # noqa: E402
 from cuda_emulator import CudaEmulatorError  # noqa: E402
 from mlx_attn import config, explain, flash_attention, flash_attention_varlen  # noqa: E402
 from mlx_attn.backends.cuda import mlx_launch  # noqa: E402
@@ -52,15 +53,7 @@ def check(dtype, B, Hq, Hkv, Lq, Lk, D, Dv=None, seed=0, grads=True, with_dlse=F
     """Runs the MLX path (backend="cuda") and checks out, lse and (with `grads`) dq, dk, dv."""
     rng = np.random.default_rng(seed)
     mdt = getattr(mx, dtype)
-    shapes = [(B, Hq, Lq, D), (B, Hkv, Lk, D), (B, Hkv, Lk, Dv or D)]
-    q, k, v = (mx.array(rng.standard_normal(s).astype(np.float32)).astype(mdt) for s in shapes)
-    m = None
-    if mask == "bool":
-        keep = rng.random((B, 1, Lq, Lk)) > 0.3
-        keep[..., 0] = True  # every row keeps a key (the SPEC's empty-row rules are tested elsewhere)
-        m = mx.array(keep)
-    elif mask == "additive":
-        m = mx.array(rng.standard_normal((1, Hq, Lq, Lk)).astype(np.float32))
+    q, k, v, m = mlx_inputs(rng, dtype, B, Hq, Hkv, Lq, Lk, D, Dv, mask)
     kw = dict(kw, mask=m)
     ref_kw = dict(kw, mask=None if m is None else np.array(m))
     f32 = [_f32(x) for x in (q, k, v)]
