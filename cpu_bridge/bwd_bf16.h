@@ -33,7 +33,7 @@ namespace {
 
 // Per-thread buffers, carved from the float workspace in 64-byte aligned pieces.
 // The head dim of K / V and q / dO where it is the k of a product (S, dP): AMX tiles take 32.
-inline int kdim(int d) { return kAmx ? amx_pad(d, kAmxK) : padw(d); }
+inline int kdim(int d) { return kAmx ? round_up(d, kAmxK) : padw(d); }
 
 struct Bf16Ws {
   uint16_t *Kb, *Vb;         // key block: K [BKB][Dk], V [BKB][Dvk]
@@ -169,8 +169,8 @@ inline void product_bf16(int M, int NVt, float* C, int64_t ldc, const uint16_t* 
                          const uint16_t* B, int64_t ldb, int K2) {
   if constexpr (kAmx) {
     if (M > 0 && K2 > 0)
-      return amx_gemm<MODE == ACCUMULATE>(amx_pad(M, 16), NVt * W, amx_pad(2 * K2, kAmxK), C, ldc, A,
-                                         sam, B, ldb);
+      return amx_gemm<MODE == ACCUMULATE>(round_up(M, 16), NVt * W, round_up(2 * K2, kAmxK), C,
+                                          ldc, A, sam, B, ldb);
   }
   gemm_bf16<MODE>(M, NVt, C, ldc, A, sam, B, ldb, K2);
 }
@@ -213,7 +213,7 @@ void bwd_block_bf16(const Problem& p, const Seq& s, int b, int h, int i0, int n,
   product_bf16<ACCUMULATE>(nk, Dvp / W, w.dV, Dvp, w.Ps, 2 * BQ, w.dOd, 2 * Dvp, rows);
   product_bf16<ACCUMULATE>(nk, Dp / W, w.dK, Dp, w.dSs, 2 * BQ, w.Qd, 2 * Dp, rows);
   if constexpr (kAmx)
-    std::memset(w.dSs + size_t(nk) * 2 * BQ, 0, sizeof(uint16_t) * (amx_pad(nk, 16) - nk) * 2 * BQ);
+    std::memset(w.dSs + size_t(nk) * 2 * BQ, 0, sizeof(uint16_t) * (round_up(nk, 16) - nk) * 2 * BQ);
   product_bf16<ACCUMULATE>(D, NV, dQT, BQ, w.KTd, 2 * BKB, w.dSs, 2 * BQ, nk);
 }
 
@@ -249,7 +249,7 @@ void bwd_keys_bf16(const Problem& p, const KeyRange& kr, float* ws) {
     }
     if constexpr (kAmx)  // the pairs of keys nk .. 16-padded: k of the dQ product
       for (int d = 0; d < Dp; ++d)
-        std::memset(w.KTd + (size_t(d) * BKB + nk) * 2, 0, sizeof(uint16_t) * (amx_pad(nk, 16) - nk) * 2);
+        std::memset(w.KTd + (size_t(d) * BKB + nk) * 2, 0, sizeof(uint16_t) * (round_up(nk, 16) - nk) * 2);
     std::memset(w.dK, 0, sizeof(float) * nk * Dp);
     std::memset(w.dV, 0, sizeof(float) * nk * Dvp);
     int ilo, ihi;

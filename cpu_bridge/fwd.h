@@ -43,7 +43,6 @@ constexpr bool kAmx = false;
 constexpr int BQ = NVMAX * W;
 static_assert(BQ <= kMaxRows, "row block too large");
 
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int padw(int d) { return int(round_up(d, W)); }  // whole vectors
 
 // What q is multiplied by before S = q . k: the scale, and log2(e) for the base-2 softmax, or,
@@ -175,7 +174,7 @@ inline const uint16_t* k_tile_bf16(const Problem&, int64_t, int, uint16_t*, int6
 #ifdef ATTN_AMX
 // q^T of a row block for the AMX product, padded to the tiles' head dim (gemm_amx.h)
 inline void amx_pack_qt(const Problem& p, const Rows& R, const Seq& s, uint16_t* QTv) {
-  const int Dp = amx_pad(p.D, kAmxK), D2 = p.D + (p.D & 1);
+  const int Dp = round_up(p.D, kAmxK), D2 = p.D + (p.D & 1);
   if (p.qs[3] == 1 && p.D % 2 == 0) return amx_pack_qt_rows<BQ>(p, R, s, QTv, Dp);
   pack_qt_pairs(p, R, s, QTv);
   std::memset(QTv + size_t(D2 / 2) * 2 * BQ, 0, sizeof(uint16_t) * size_t(Dp - D2) * BQ);
@@ -183,7 +182,6 @@ inline void amx_pack_qt(const Problem& p, const Rows& R, const Seq& s, uint16_t*
 #endif
 #ifndef ATTN_AMX  // stubs for the discarded `if constexpr (amx)` branches of the other ISAs
 constexpr int kAmxK = 32;
-inline int amx_pad(int x, int m) { return (x + m - 1) / m * m; }
 inline void amx_pack_rows(uint16_t*, int, const uint16_t*, int64_t, int64_t, int, int, int) {}
 inline void amx_pack_vt(uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int, int, int) {}
 inline void amx_pack_qt(const Problem&, const Rows&, const Seq&, uint16_t*) {}
@@ -225,8 +223,8 @@ struct KVTile {
 
 // AMX pads the operands to whole tiles: the head dim of q and k to 32 (a tile row of k), the
 // rows of O^T (Dv) to 16 (a tile's rows).
-inline int amx_d(const Problem& p) { return amx_pad(p.D, kAmxK); }
-inline int amx_dv(const Problem& p) { return amx_pad(p.Dv, 16); }
+inline int amx_d(const Problem& p) { return round_up(p.D, kAmxK); }
+inline int amx_dv(const Problem& p) { return round_up(p.Dv, 16); }
 inline int ot_rows(const Problem& p) { return kAmx ? amx_dv(p) : p.Dv; }
 
 inline size_t row_state_floats(const Problem& p) {
@@ -300,7 +298,7 @@ KVTile kv_tile(const Problem& p, int64_t kbase, int64_t vbase, int j0, int nk, c
     if (p.ks[3] == 1 && D % kAmxK == 0 && nk % 16 == 0) {  // whole tiles: the caller's rows
       t.K16 = k16; t.k16_ld = p.ks[2];
     } else {
-      amx_pack_rows(sc.KSb, amx_d(p), k16, p.ks[2], p.ks[3], nk, D, amx_pad(nk, 16));
+      amx_pack_rows(sc.KSb, amx_d(p), k16, p.ks[2], p.ks[3], nk, D, round_up(nk, 16));
       t.K16 = sc.KSb; t.k16_ld = amx_d(p);
     }
     amx_pack_vt(sc.VT, BK, v16, p.vs[2], p.vs[3], nk, Dv, amx_dv(p));

@@ -11,7 +11,7 @@ void row_key_block_amx(const Problem& p, RowState& st, int j0, int nk, const KVT
   const float qmul = q_multiplier(p);
   // 1. S^T = K Q^T on tiles (unscaled: q and k are the caller's bf16); rows up to nk padded to
   //    16 are computed from zero rows of K and never read
-  amx_gemm<false>(amx_pad(nk, 16), NV * W, amx_d(p), sc.ST, BQ, t.K16, t.k16_ld, st.QTv, 2 * BQ);
+  amx_gemm<false>(round_up(nk, 16), NV * W, amx_d(p), sc.ST, BQ, t.K16, t.k16_ld, st.QTv, 2 * BQ);
   // 2. the block max. A plain tile (every key allowed, no softcap, no mask) stays unscaled: its
   //    max is that of the raw scores times qmul (> 0, so the order is kept) and step 4 scales as
   //    it subtracts; otherwise score_tile scales, caps and masks in place (log2 units)
@@ -35,7 +35,7 @@ void row_key_block_amx(const Problem& p, RowState& st, int j0, int nk, const KVT
   //    (zero pairs past nk up to the tile's 32 keys)
   const vf mul = splat(plain ? qmul : 1.0f);
   for (int v = 0; v < NV; ++v) lsum[v] = splat(0.0f);
-  const int nkp = amx_pad(nk, kAmxK);
+  const int nkp = round_up(nk, kAmxK);
   for (int j = 0; j < nkp; j += 2) {
     uint16_t* pairs = sc.PB + (j / 2) * 2 * BQ;
     for (int v = 0; v < NV; ++v) {

@@ -28,7 +28,6 @@ namespace ATTN_NS {
 namespace {
 
 constexpr int kAmxK = 32;  // bf16 elements of k per tile row (64 bytes)
-inline int amx_pad(int x, int m) { return (x + m - 1) / m * m; }
 
 struct AmxTiles {
   AmxTiles() {
@@ -159,7 +158,7 @@ inline __m512i interleave_bf16(__m256i a, __m256i b) {
 // dims: pairs of key rows interleaved into 32-bit words, then a 16 x 16 word transpose.
 inline void amx_pack_vt(uint16_t* dst, int64_t ld, const uint16_t* v, int64_t sr, int64_t sd,
                         int nk, int Dv, int Dvp) {
-  const int nkp = amx_pad(nk, kAmxK);
+  const int nkp = round_up(nk, kAmxK);
   for (int e = Dv; e < Dvp; ++e) std::memset(dst + e * ld, 0, sizeof(uint16_t) * nkp);
   if (sd != 1) {
     for (int e = 0; e < Dv; ++e) {

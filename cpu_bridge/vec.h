@@ -225,6 +225,7 @@ inline float mask_log2(int type, const void* m, int64_t i) {
   return (std::isinf(w) && !std::isinf(v)) ? std::copysign(FLT_MAX, v) : w;
 }
 
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 template <class T> inline T imin(T a, T b) { return a < b ? a : b; }
 template <class T> inline T imax(T a, T b) { return a > b ? a : b; }
 
